@@ -1,0 +1,3 @@
+"""sslzoo: self-supervised learning model zoo for annotation-efficient biomedical image segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from sslzoo.cli import main
+
+sys.exit(main())
