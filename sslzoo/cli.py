@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sslzoo.pretext.cli",
     "sslzoo.downstream.cli",
     "sslzoo.metrics.cli",
+    "sslzoo.metrics.representation_cli",
     "sslzoo.study.cli",
     "sslzoo.hub.cli",
     "sslzoo.serving.cli",
