@@ -23,7 +23,9 @@ test: $(STAMP) lint  ## install if needed, then ruff + pytest
 	$(BIN)/python -m pytest -q
 
 serve: $(STAMP)  ## install if needed, then serve the embedded default models
-	$(BIN)/sslzoo serve
+	@if $(BIN)/sslzoo serve --help >/dev/null 2>&1; then exec $(BIN)/sslzoo serve; else \
+	  echo "make serve: 'sslzoo serve' is not built yet (see the serving issue); the package is installed in .venv,"; \
+	  echo "try '.venv/bin/sslzoo --help' for what exists today."; exit 3; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/data.py
