@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install sslzoo editable with test extras
 
 lint: $(STAMP)
-	$(BIN)/ruff check sslzoo handlers tests bench
+	$(BIN)/ruff check .
 
 test: $(STAMP) lint  ## install if needed, then ruff + pytest
 	$(BIN)/python -m pytest -q
