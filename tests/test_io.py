@@ -44,3 +44,15 @@ def test_garbage_and_missing_files_give_clear_errors(tmp_path):
         read_image(tmp_path / "missing.png")
     with pytest.raises(DataError, match="cannot decode"):
         read_image(b"\x89PNG\r\n\x1a\n truncated")
+
+
+def test_compressed_tiff_reads_and_falls_back_to_pillow(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "lzw.tif", rgb, compression="lzw")
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), rgb)
+
+    def no_codec(*args, **kwargs):
+        raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
+
+    monkeypatch.setattr(tifffile, "imread", no_codec)
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), rgb)

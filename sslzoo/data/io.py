@@ -32,22 +32,34 @@ def _is_tiff(source: Source) -> bool:
     return Path(source).suffix.lower() in (".tif", ".tiff")
 
 
+def _read_with_pillow(source: Source) -> np.ndarray:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as im:
+        im.load()
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        return np.asarray(im)
+
+
+def _read_tiff(source: Source) -> np.ndarray:
+    """tifffile first (16/32-bit, float, multi-sample); Pillow when tifffile cannot decode the compression."""
+    import tifffile
+
+    try:
+        return tifffile.imread(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
+    except (ValueError, NotImplementedError, KeyError) as exc:  # e.g. a codec that needs imagecodecs
+        try:
+            return _read_with_pillow(source)
+        except (UnidentifiedImageError, OSError) as pil_exc:
+            raise ValueError(f"{exc}; Pillow: {pil_exc}") from exc
+
+
 def read_array(source: Source) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF file or byte string to a numpy array, dtype kept."""
     name = _name(source)
     if not isinstance(source, bytes | bytearray) and not Path(source).is_file():
         raise DataError(f"{name}: no such file")
     try:
-        if _is_tiff(source):
-            import tifffile
-
-            arr = tifffile.imread(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
-        else:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as im:
-                im.load()
-                if im.mode in ("P", "PA"):
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                arr = np.asarray(im)
+        arr = _read_tiff(source) if _is_tiff(source) else _read_with_pillow(source)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(
             f"{name}: cannot decode as PNG, JPEG or TIFF ({exc}); check that the file is a complete image"

@@ -1,0 +1,183 @@
+"""Augmentations: SSL two-view pipelines, downstream image+mask pipelines, evaluation transform.
+
+Built on albumentations 2.0.8 (OpenCV kernels on ``uint8`` HWC arrays). Two view pipelines:
+
+* the paper's MoNuSeg list (CONTRACTS.md section 5), used for H&E and other nuclei data;
+* the MoCo v2 / DenseCL list, used for dermoscopy (ISIC 2017) and users' own folders.
+
+Colour factors are multiplicative as in torchvision's ``ColorJitter`` (albumentations'
+``ColorJitter`` implements torchvision's formulas). ``GaussianBlur`` with ``blur_limit=0``
+derives the kernel from sigma as PIL does (``2 * int(3.5 sigma) + 1``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI at import otherwise
+
+import albumentations as A  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from albumentations.pytorch import ToTensorV2  # noqa: E402
+
+from sslzoo.data.io import to_rgb_uint8  # noqa: E402
+from sslzoo.errors import ConfigError  # noqa: E402
+from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+#: Datasets whose pretraining uses the paper's MoNuSeg augmentation list.
+PAPER_LIST_DATASETS = ("monuseg", "dsb2018")
+#: Datasets whose pretraining uses the MoCo v2 / DenseCL augmentation list.
+MOCOV2_LIST_DATASETS = ("isic2017", "folder")
+
+
+def _jitter(p: float, brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0)) -> A.ColorJitter:
+    """One colour factor drawn from a range (the others fixed at 1, hue 0), applied with probability p."""
+    return A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=(0.0, 0.0), p=p)
+
+
+def monuseg_view_augmentation(size: int = 256) -> A.Compose:
+    """The paper's MoNuSeg view augmentation (Sec. IV-B), each step independent.
+
+    RandomResizedCrop scale [0.2, 1] (p=1) → brightness [0.4, 1.6] (p=.8) → contrast [0.2, 1.8]
+    (p=.8) → saturation [0.2, 1.8] (p=.8) → brightness [0.8, 1.2] (p=.8) → Gaussian blur
+    sigma [0.1, 2] (p=.8) → horizontal flip (p=.5) → vertical flip (p=.5).
+    """
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0), p=1.0),
+            _jitter(0.8, brightness=(0.4, 1.6)),
+            _jitter(0.8, contrast=(0.2, 1.8)),
+            _jitter(0.8, saturation=(0.2, 1.8)),
+            _jitter(0.8, brightness=(0.8, 1.2)),
+            A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, 2.0), p=0.8),
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+        ]
+    )
+
+
+def mocov2_view_augmentation(size: int = 256) -> A.Compose:
+    """MoCo v2 / DenseCL view augmentation.
+
+    RandomResizedCrop scale [0.2, 1] → ColorJitter(0.4, 0.4, 0.4, 0.1) (p=.8) → grey (p=.2) →
+    Gaussian blur sigma [0.1, 2] (p=.5) → horizontal flip (p=.5).
+    """
+    return A.Compose(
+        [
+            A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0), p=1.0),
+            A.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8),
+            A.ToGray(num_output_channels=3, p=0.2),
+            A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, 2.0), p=0.5),
+            A.HorizontalFlip(p=0.5),
+        ]
+    )
+
+
+def view_augmentation(dataset: str, size: int = 256) -> A.Compose:
+    """The view augmentation for ``dataset``: monuseg/dsb2018 → paper list; isic2017/folder → MoCo v2."""
+    if dataset in PAPER_LIST_DATASETS:
+        return monuseg_view_augmentation(size)
+    if dataset in MOCOV2_LIST_DATASETS:
+        return mocov2_view_augmentation(size)
+    known = ", ".join(PAPER_LIST_DATASETS + MOCOV2_LIST_DATASETS)
+    raise ConfigError(f"unknown dataset {dataset!r} for view augmentation; choose one of {known}")
+
+
+def normalize_to_tensor(
+    image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
+    """``uint8`` HWC RGB → float32 ``3 x H x W`` tensor ``(x / 255 - mean) / std`` per channel."""
+    image = to_rgb_uint8(np.asarray(image))
+    if not image.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. decoded by PIL)
+        image = image.copy()
+    tensor = torch.from_numpy(image).permute(2, 0, 1).to(torch.float32).div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return tensor.sub_(mean_t).div_(std_t)
+
+
+class TwoViews:
+    """Two independent draws of one augmentation, each normalised to a float32 ``3 x H x W`` tensor."""
+
+    def __init__(
+        self,
+        augmentation: A.Compose,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.augmentation = augmentation
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+
+    def view(self, image: np.ndarray) -> torch.Tensor:
+        """One augmented, normalised view of a ``uint8`` HWC image."""
+        return normalize_to_tensor(self.augmentation(image=image)["image"], self.mean, self.std)
+
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        image = to_rgb_uint8(np.asarray(image))
+        return self.view(image), self.view(image)
+
+    def __repr__(self) -> str:
+        return f"TwoViews({self.augmentation!r})"
+
+
+def two_view_transform(dataset: str, size: int = 256) -> TwoViews:
+    """:class:`TwoViews` over :func:`view_augmentation` for ``dataset`` with ImageNet normalisation."""
+    return TwoViews(view_augmentation(dataset, size))
+
+
+def downstream_transform(
+    train: bool,
+    size: int = 256,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> A.Compose:
+    """Image + target pipeline for fine-tuning; call ``t(image=img, mask=labels[, distance=dmap])``.
+
+    Spatial steps move the image, ``mask`` and the additional mask-like target ``distance``
+    (e.g. a float32 distance map) together without interpolation. ``train``: reflect-pad to at
+    least ``size``, random ``size x size`` crop, horizontal/vertical flips (p=.5), random 90°
+    rotation (p=.5), mild colour jitter (brightness/contrast/saturation ±0.1, hue ±0.02, p=.5).
+    Eval: no geometry change. Both end with normalisation and ``ToTensorV2`` (image → float32
+    ``3 x H x W``; masks → ``H x W`` tensors; integer masks may come back as int32).
+    """
+    finish = [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+    if not train:
+        return A.Compose(finish, additional_targets={"distance": "mask"})
+    steps = [
+        A.PadIfNeeded(min_height=size, min_width=size, position="top_left", border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(height=size, width=size),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02, p=0.5),
+    ]
+    return A.Compose(steps + finish, additional_targets={"distance": "mask"})
+
+
+class EvalTransform:
+    """``uint8`` HWC → normalised float32 ``3 x size x size``: shorter side resized to ``size``, centre crop."""
+
+    def __init__(
+        self, size: int = 256, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
+        self.size = size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.geometry = A.Compose(
+            [
+                A.SmallestMaxSize(max_size=size, interpolation=cv2.INTER_AREA),
+                A.CenterCrop(height=size, width=size),
+            ]
+        )
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        image = to_rgb_uint8(np.asarray(image))
+        return normalize_to_tensor(self.geometry(image=image)["image"], self.mean, self.std)
+
+
+def eval_transform(size: int = 256) -> EvalTransform:
+    """Deterministic transform for embeddings, CKA and NQC (see :class:`EvalTransform`)."""
+    return EvalTransform(size)
