@@ -1,1 +1,51 @@
-"""sslzoo.hub."""
+"""The model zoo on the Hugging Face Hub: names, registry, model cards, publish and pull.
+
+Exports are loaded lazily so that importing ``sslzoo.hub`` (as the CLI does for ``--help``)
+does not import torch or ``huggingface_hub``. The upload and download functions live in their
+modules (``sslzoo.hub.publish.publish``, ``sslzoo.hub.pull.pull``): a package attribute of the same
+name as a submodule would be shadowed by it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ZooName": "names",
+    "parse_name": "names",
+    "is_zoo_name": "names",
+    "repo_id_for": "names",
+    "hub_namespace": "names",
+    "ZooEntry": "registry",
+    "Registry": "registry",
+    "load_registry": "registry",
+    "record_entry": "registry",
+    "get_entry": "registry",
+    "list_entries": "registry",
+    "locate": "registry",
+    "load_encoder": "registry",
+    "load_segmenter": "registry",
+    "build_card": "cards",
+    "card_for_folder": "cards",
+    "write_card": "cards",
+    "licence_for": "cards",
+    "PublishResult": "publish",
+    "file_hashes": "publish",
+    "PullResult": "pull",
+    "resolve_alias": "defaults",
+    "defaults_dir": "defaults",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sslzoo.hub' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
