@@ -1,0 +1,476 @@
+"""``finetune(...)``: train a U-Net on few labels, save a Segmenter, score it — one code path for the
+CLI (``sslzoo finetune``) and the study grid.
+
+Steps:
+
+1. data (:mod:`sslzoo.downstream.data`): training tiles, validation tiles, the nested
+   annotation-rate subset, and the fixed evaluation images;
+2. model: ``build_unet(init, backbone, task, frozen)``; loss = Dice loss on logits (semantic,
+   ``smp.losses.DiceLoss("binary")``) or smooth-L1 on the per-object distance map (instance);
+   Adam (lr 1e-3, paper), ``ReduceLROnPlateau`` (factor 0.1, patience ``max(1, patience // 2)``)
+   and early stopping (``patience`` epochs) on the validation loss; the weights of the best
+   validation epoch are kept (the last ones without validation tiles);
+3. instance only: watershed parameters tuned (``tune_watershed``, AJI+) on predictions for the
+   TRAINING tiles of the run — never on the scored images;
+4. the :class:`~sslzoo.models.segmenter.Segmenter` is saved to ``out_dir`` and run on the full
+   evaluation images (tiled); ``evaluate_pairs`` scores it against the original labels.
+
+``out_dir`` afterwards holds ``model.safetensors`` + ``config.json`` + ``segmenter.json`` (the
+segmenter), ``result.json`` (:class:`FinetuneResult`), ``evaluation.json`` (per-image scores),
+``metrics.csv`` (per epoch: train loss, validation loss, learning rate, seconds) and
+``checkpoints/last.ckpt`` (written every ``CHECKPOINT_INTERVAL`` and after training) from which
+``resume=True`` continues an interrupted run; once ``result.json`` exists the checkpoint is only
+needed to train further, and callers may delete it (the study runner does). A second call with
+the same configuration returns the stored result without training.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pydantic import BaseModel, Field, model_validator
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from sslzoo.downstream.data import seed_worker_transform
+from sslzoo.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Task = Literal["semantic", "instance"]
+RESULT_FILE = "result.json"
+EVALUATION_FILE = "evaluation.json"
+METRICS_FILE = "metrics.csv"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+#: the primary score of each task
+PRIMARY_METRIC: dict[str, str] = {"semantic": "dice", "instance": "aji_plus"}
+#: ``last.ckpt`` is written at most this often during training (and once after it): a U-Net's
+#: weights plus Adam's state are 4x the model size, too much to write every short epoch
+CHECKPOINT_INTERVAL = datetime.timedelta(minutes=5)
+#: at most this many training tiles are used to tune the watershed (evenly spread over the subset)
+MAX_TUNING_TILES = 64
+#: config fields that do not change the result (ignored when matching a stored result.json)
+_RUNTIME_FIELDS = {"workers"}
+
+
+class FinetuneConfig(BaseModel):
+    """One fine-tuning run (paper defaults: Adam lr 1e-3, 256x256 tiles)."""
+
+    init: str = Field("random", description="random | imagenet | encoder folder | zoo name")
+    backbone: str = "resnet50"
+    task: Task | None = Field(None, description="None: the dataset's task")
+    dataset: str | None = Field(None, description="dataset kind passed to open_dataset (None: detected)")
+    rate: float = Field(1.0, description="annotation rate: share of the training tiles used, in (0, 1]")
+    frozen: bool = False
+    seed: int = 0
+    epochs: int = 50
+    max_steps: int | None = Field(None, description="when set, bounds training instead of epochs")
+    batch_size: int = 8
+    lr: float = 1e-3
+    tile_size: int = 256
+    tiles_per_image: int | None = Field(None, description="keep at most this many tiles per image (CPU configs)")
+    val_fraction: float = 0.1
+    patience: int = 10
+    eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
+    workers: int = 2
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneConfig:
+        problems = []
+        if not 0.0 < self.rate <= 1.0:
+            problems.append(f"rate must lie in (0, 1] (e.g. 0.04 for 4 %), got {self.rate}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        for name in ("epochs", "batch_size", "tile_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tile_size % 32:
+            problems.append(f"tile_size must be a multiple of 32 (U-Net downsamples 5 times), got {self.tile_size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.tiles_per_image is not None and self.tiles_per_image < 1:
+            problems.append(f"tiles_per_image must be >= 1, got {self.tiles_per_image}")
+        if self.lr <= 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if self.patience < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.workers < 0:
+            problems.append(f"workers must be >= 0, got {self.workers}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+
+class FinetuneResult(BaseModel):
+    """``result.json``: the scores and training record of one run."""
+
+    out_dir: Path
+    task: Task
+    metric: str = Field(description="primary metric: dice (semantic) or aji_plus (instance)")
+    score: float = Field(description="mean over the evaluation images of the primary metric")
+    scores: dict[str, float] = Field(description="mean of the per-image scores (EvaluationResult.mean)")
+    pooled: dict[str, float]
+    n_train_tiles: int
+    n_eval_images: int
+    epochs: int = Field(description="epochs trained")
+    train_seconds: float
+    epoch_seconds: list[float]
+    loss_history: list[float] = Field(description="per-epoch mean training loss")
+    val_history: list[float] = Field(description="per-epoch validation loss (empty without validation tiles)")
+    config: FinetuneConfig
+
+
+# ---------------------------------------------------------------------------- Lightning parts
+class SegmentationModule(pl.LightningModule):
+    """U-Net + loss: Dice on logits (semantic) or smooth-L1 on the distance map (instance)."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, lr: float, patience: int, monitor: str) -> None:
+        super().__init__()
+        self.model, self.task, self.lr, self.patience, self.monitor = model, task, lr, patience, monitor
+        if task == "semantic":
+            import segmentation_models_pytorch as smp
+
+            self.dice_loss = smp.losses.DiceLoss(mode="binary", from_logits=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Dice loss of ``sigmoid(output)`` vs the 0/1 mask, or smooth-L1 of output vs distance target."""
+        if self.task == "semantic":
+            return self.dice_loss(output, target)
+        return F.smooth_l1_loss(output, target)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        loss = self.loss(self(images), targets)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, targets = batch
+        loss = self.loss(self(images), targets)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=0.1, patience=max(1, self.patience // 2)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+
+class EpochHistory(pl.Callback):
+    """Per epoch: mean training loss, validation loss, learning rate and wall seconds (training + its
+    validation pass); kept in checkpoints so a resumed run continues the record."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self.prior_seconds = 0.0  # fit time before the checkpoint this run resumed from
+        self._start = self._fit_start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def fit_seconds(self) -> float:
+        """Training wall time so far, summed over interrupted and resumed parts."""
+        return self.prior_seconds + (time.perf_counter() - self._fit_start if self._fit_start else 0.0)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        val = metrics.get("val/loss")
+        self.rows.append(
+            {
+                "epoch": float(trainer.current_epoch),
+                "train_loss": float(metrics["train/loss"]) if "train/loss" in metrics else math.nan,
+                "val_loss": float(val) if val is not None else math.nan,
+                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+                "seconds": time.perf_counter() - self._start,
+            }
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "fit_seconds": self.fit_seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+        self.prior_seconds = float(state_dict.get("fit_seconds", 0.0))
+
+
+class BestWeights(pl.Callback):
+    """Keeps (on the CPU, and in checkpoints) the model weights of the epoch with the lowest ``monitor``.
+
+    Cheaper than a second checkpoint file per epoch: only the U-Net's tensors, no optimiser state.
+    """
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best_score = math.inf
+        self.best_epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) >= self.best_score:
+            return
+        self.best_score, self.best_epoch = float(value), int(trainer.current_epoch)
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in module.model.state_dict().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "state": self.state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict.get("best_score", math.inf)
+        self.best_epoch = state_dict.get("best_epoch", -1)
+        self.state = state_dict.get("state")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _matches(stored: FinetuneConfig, config: FinetuneConfig) -> bool:
+    return stored.model_dump(exclude=_RUNTIME_FIELDS) == config.model_dump(exclude=_RUNTIME_FIELDS)
+
+
+def load_result(out_dir: str | Path) -> FinetuneResult | None:
+    """The stored ``result.json`` of ``out_dir`` (None when there is none)."""
+    path = Path(out_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    return FinetuneResult.model_validate(json.loads(path.read_text()))
+
+
+def write_metrics_csv(path: Path, rows: Sequence[dict[str, float]]) -> None:
+    """``epoch,train_loss,val_loss,lr,seconds`` per epoch (val_loss empty without validation tiles)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "train_loss", "val_loss", "lr", "seconds"])
+        for row in rows:
+            writer.writerow(
+                [int(row["epoch"])]
+                + ["" if math.isnan(row[k]) else f"{row[k]:.6g}" for k in ("train_loss", "val_loss", "lr", "seconds")]
+            )
+
+
+def tune_instance_postprocessing(segmenter: Any, tiles: Any, max_tiles: int = MAX_TUNING_TILES) -> tuple[Any, float]:
+    """Watershed parameters maximising mean AJI+ on (at most ``max_tiles``) TRAINING tiles."""
+    from sslzoo.downstream.watershed import tune_watershed
+    from sslzoo.metrics.segmentation import aji_plus
+
+    picks = np.unique(np.linspace(0, len(tiles) - 1, min(len(tiles), max_tiles)).round().astype(int))
+    distances, labels = [], []
+    for i in picks:
+        image, gt = tiles.ground_truth(int(i))
+        distances.append(segmenter.predict_map(np.ascontiguousarray(image)))
+        labels.append(gt)
+    return tune_watershed(distances, labels, aji_plus)
+
+
+def evaluate_segmenter(segmenter: Any, index: Any, samples: Sequence[Any], progress: bool = False) -> Any:
+    """``evaluate_pairs`` of ``segmenter.predict`` on full images vs their original labels."""
+    from tqdm.auto import tqdm
+
+    from sslzoo.metrics.evaluate import evaluate_pairs
+
+    def pairs():
+        for sample in tqdm(samples, desc="evaluating", disable=not progress, leave=False):
+            yield sample.id, segmenter.predict(index.read_image(sample)), index.read_mask(sample)
+
+    return evaluate_pairs(pairs(), segmenter.config.task)
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, workers: int, seed: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(dataset) > batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin,
+        generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=seed_worker_transform,
+    )
+
+
+# ---------------------------------------------------------------------------- API
+def finetune(
+    config: FinetuneConfig,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    accelerator: str = "auto",
+    devices: int | str | Sequence[int] = "auto",
+    precision: str | int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune ``config.init`` on the labelled images at ``data``; save and score the segmenter in ``out_dir``.
+
+    Returns the stored result without training when ``out_dir/result.json`` holds one for the same
+    configuration (``workers`` ignored). ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt``.
+    """
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from sslzoo.data.datasets import open_dataset
+    from sslzoo.data.transforms import downstream_transform
+    from sslzoo.downstream.data import prepare_data
+    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
+    from sslzoo.models.unet import build_unet
+
+    config = FinetuneConfig.model_validate(config.model_dump())  # re-check copies made with model_copy
+    out = Path(out_dir)
+    index = open_dataset(data, config.dataset)
+    task = config.task or index.task
+    if index.task is None or task is None:
+        from sslzoo.downstream.data import split_train_eval
+
+        split_train_eval(index)  # raises the "no masks" DataError
+    if config.task is not None and index.task is not None and config.task != index.task:
+        raise ConfigError(
+            f"{index.root}: holds {index.task} masks but task {config.task!r} was requested; "
+            f"drop --task or pass --task {index.task}"
+        )
+    config = config.model_copy(update={"task": task})
+
+    stored = load_result(out)
+    if stored is not None:
+        if _matches(stored.config, config):
+            log.info("%s: result.json matches this configuration; not training again", out)
+            return stored.model_copy(update={"out_dir": out})
+        raise ConfigError(
+            f"{out} already holds a fine-tuning result for another configuration; choose another --out "
+            "(or delete that folder to train again)"
+        )
+    last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
+    ckpt_path = None
+    if last.is_file():
+        if not resume:
+            raise ConfigError(f"{out} holds an unfinished run ({last}); pass --resume to continue it or another --out")
+        ckpt_path = str(last)
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen)
+    prepared = prepare_data(
+        index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
+        config.tiles_per_image, config.eval_split, progress,
+    )  # fmt: skip
+    mean, std = encoder_config.mean, encoder_config.std
+    augment = downstream_transform(True, config.tile_size, mean, std)
+    augment.set_random_seed(config.seed)  # albumentations ignores global seeds (workers: seed_worker_transform)
+    train_set = prepared.train.with_transform(augment)
+    val_set = (
+        prepared.val.with_transform(downstream_transform(False, config.tile_size, mean, std))
+        if (prepared.val is not None)
+        else None
+    )
+
+    pin = torch.cuda.is_available() and accelerator != "cpu"
+    batch_size = min(config.batch_size, len(train_set))
+    train_loader = _loader(train_set, batch_size, True, config.workers, config.seed, pin)
+    val_loader = None
+    if val_set is not None:
+        val_loader = _loader(val_set, config.batch_size, False, config.workers, config.seed, pin)
+    monitor = "val/loss" if val_loader is not None else "train/loss"
+    module = SegmentationModule(model, task, config.lr, config.patience, monitor)
+    history, best = EpochHistory(), BestWeights(monitor)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(out / CHECKPOINT_DIR), save_top_k=0, save_last=True, train_time_interval=CHECKPOINT_INTERVAL
+    )
+    trainer = pl.Trainer(
+        max_epochs=config.epochs if config.max_steps is None else -1,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+        default_root_dir=str(out),
+        logger=False,
+        callbacks=[EarlyStopping(monitor=monitor, mode="min", patience=config.patience), history, best, checkpoint],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+    with warnings.catch_warnings():
+        if config.frozen:  # intended: a frozen encoder keeps its batch-norm statistics (eval mode)
+            warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+        if val_loader is None:  # intended: val_fraction 0 means no validation tiles
+            warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    train_seconds = history.fit_seconds()
+    if getattr(checkpoint, "_last_global_step_saved", None) != trainer.global_step or not last.is_file():
+        trainer.save_checkpoint(str(last))  # so an interruption while tuning or scoring resumes without training
+    if best.state is not None:
+        module.model.load_state_dict(best.state)
+
+    device = trainer.strategy.root_device
+    rows = history.rows
+    training_record = {
+        **config.model_dump(mode="json"),
+        "data": str(index.root),
+        "eval_rule": prepared.split.rule,
+        "eval_ids": [s.id for s in prepared.split.eval],
+        "n_train_tiles": len(prepared.train),
+        "n_val_tiles": 0 if prepared.val is None else len(prepared.val),
+        "epochs_trained": len(rows),
+        "best_epoch": best.best_epoch,
+        "global_step": int(trainer.global_step),
+        "train_seconds": round(train_seconds, 3),
+    }
+    segmenter_config = SegmenterConfig(
+        task=task,
+        backbone=encoder_config.backbone,
+        init=config.init,
+        method=encoder_config.method,
+        dataset=index.kind,
+        mean=mean,
+        std=std,
+        tile_size=config.tile_size,
+        training=training_record,
+    )
+    segmenter = Segmenter(module.model.cpu(), segmenter_config).to(device)
+    if task == "instance":
+        params, tuned = tune_instance_postprocessing(segmenter, prepared.train)
+        segmenter.config.watershed = params
+        segmenter.config.training["watershed_train_aji_plus"] = round(tuned, 6)
+    evaluation = evaluate_segmenter(segmenter, index, prepared.split.eval, progress)
+    segmenter.config.metrics = dict(evaluation.mean)
+
+    metric = PRIMARY_METRIC[task]
+    result = FinetuneResult(
+        out_dir=out,
+        task=task,
+        metric=metric,
+        score=float(evaluation.mean[metric]),
+        scores=dict(evaluation.mean),
+        pooled=dict(evaluation.pooled),
+        n_train_tiles=len(prepared.train),
+        n_eval_images=evaluation.n_images,
+        epochs=len(rows),
+        train_seconds=round(train_seconds, 3),
+        epoch_seconds=[round(r["seconds"], 4) for r in rows],
+        loss_history=[r["train_loss"] for r in rows],
+        val_history=[r["val_loss"] for r in rows if not math.isnan(r["val_loss"])],
+        config=config,
+    )
+    if trainer.is_global_zero:
+        segmenter.to("cpu").save_pretrained(out)
+        write_metrics_csv(out / METRICS_FILE, rows)
+        (out / EVALUATION_FILE).write_text(evaluation.model_dump_json(indent=2) + "\n")
+        (out / RESULT_FILE).write_text(result.model_dump_json(indent=2) + "\n")
+    return result

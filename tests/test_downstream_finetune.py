@@ -1,0 +1,263 @@
+"""Fine-tuning: data rules (splits, tiles, nested rate subsets) and end-to-end runs on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sslzoo.data.datasets import open_dataset
+from sslzoo.data.io import write_image, write_label_map
+from sslzoo.data.synthetic import synthetic_lesion, synthetic_nuclei
+from sslzoo.data.targets import distance_map_target
+from sslzoo.downstream.data import (
+    HOLDOUT_FRACTION,
+    image_tiles,
+    load_tiles,
+    prepare_data,
+    select_tiles,
+    split_train_eval,
+)
+from sslzoo.downstream.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    evaluate_segmenter,
+    finetune,
+    load_result,
+)
+from sslzoo.errors import ConfigError, DataError
+from sslzoo.models.encoders import EncoderConfig, create_encoder, encoder_state_dict, save_encoder
+from sslzoo.models.segmenter import Segmenter
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is as fast and does not spin against other processes on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"backbone": "resnet18", "tile_size": 64, "batch_size": 4, "workers": 0, "epochs": 2}
+
+
+def write_nuclei_dataset(root: Path, n: int = 5, size: int = 96) -> Path:
+    for i in range(n):
+        image, labels = synthetic_nuclei(size, n=10, seed=i)
+        write_image(root / "train" / "images" / f"n{i}.png", image)
+        write_label_map(root / "train" / "masks" / f"n{i}.png", labels)
+    return root
+
+
+def write_lesion_dataset(root: Path, splits: dict[str, int], size: int = 64) -> Path:
+    seed = 0
+    for split, n in splits.items():
+        for _ in range(n):
+            image, mask = synthetic_lesion(size, seed=seed)
+            write_image(root / split / "images" / f"l{seed}.png", image)
+            write_label_map(root / split / "masks" / f"l{seed}.png", mask)
+            seed += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def nuclei_dir(tmp_path_factory) -> Path:
+    return write_nuclei_dataset(tmp_path_factory.mktemp("nuclei"))
+
+
+@pytest.fixture(scope="module")
+def lesion_dir(tmp_path_factory) -> Path:
+    return write_lesion_dataset(tmp_path_factory.mktemp("lesion"), {"train": 6, "val": 2})
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    folder = tmp_path_factory.mktemp("encoder")
+    save_encoder(create_encoder("resnet18"), folder, EncoderConfig(backbone="resnet18", method="simclr", dataset="x"))
+    return folder
+
+
+# ---------------------------------------------------------------------------- data rules
+def test_holdout_is_fixed_and_independent_of_the_run_seed(nuclei_dir):
+    index = open_dataset(nuclei_dir)
+    first = split_train_eval(index)
+    again = split_train_eval(open_dataset(nuclei_dir))
+    assert [s.id for s in first.eval] == [s.id for s in again.eval]
+    assert len(first.eval) == max(1, round(HOLDOUT_FRACTION * 5))
+    assert {s.id for s in first.train}.isdisjoint({s.id for s in first.eval})
+    assert len(first.train) + len(first.eval) == 5
+    # the hold-out does not move with the run's seed or rate
+    a = prepare_data(index, "instance", 0.5, seed=3, val_fraction=0.1, tile_size=64)
+    b = prepare_data(index, "instance", 1.0, seed=7, val_fraction=0.1, tile_size=64)
+    assert [s.id for s in a.split.eval] == [s.id for s in b.split.eval] == [s.id for s in first.eval]
+
+
+def test_val_split_of_the_dataset_is_scored_when_present(lesion_dir):
+    split = split_train_eval(open_dataset(lesion_dir))
+    assert {s.split for s in split.eval} == {"val"} and len(split.eval) == 2
+    assert {s.split for s in split.train} == {"train"} and len(split.train) == 6
+    with pytest.raises(ConfigError, match="no labelled split 'test'"):
+        split_train_eval(open_dataset(lesion_dir), eval_split="test")
+    with pytest.raises(ConfigError, match="is the training split"):
+        split_train_eval(open_dataset(lesion_dir), eval_split="train")
+
+
+def test_rate_subsets_are_nested_and_validation_tiles_fixed(nuclei_dir):
+    index = open_dataset(nuclei_dir)
+    split = split_train_eval(index)
+    ids = [f"img{i}@{t.y:05d}_{t.x:05d}" for i in range(8) for t in image_tiles(600, 600, 256)]
+    selections = {rate: select_tiles(ids, rate, seed=2, val_fraction=0.1) for rate in (0.01, 0.04, 0.16, 0.64, 1.0)}
+    vals = {tuple(s.val) for s in selections.values()}
+    assert len(vals) == 1  # validation tiles do not depend on the rate
+    val = set(next(iter(vals)))
+    rates = sorted(selections)
+    for small, large in zip(rates, rates[1:], strict=False):
+        assert set(selections[small].train) <= set(selections[large].train)
+    for s in selections.values():
+        assert val.isdisjoint(s.train) and len(s.train) >= 1
+    assert len(selections[1.0].train) + len(val) == len(ids) == 8 * 9
+    other_seed = select_tiles(ids, 0.16, seed=3, val_fraction=0.1)
+    assert set(other_seed.train) != set(selections[0.16].train)
+    # the data module draws from the real training tiles the same way
+    small = prepare_data(index, "instance", 0.1, seed=0, val_fraction=0.1, tile_size=64)
+    large = prepare_data(index, "instance", 0.5, seed=0, val_fraction=0.1, tile_size=64)
+    assert set(small.train.ids) <= set(large.train.ids)
+    assert small.val is not None and large.val is not None and small.val.ids == large.val.ids
+    assert len(small.selection.all_ids) == len(split.train) * 4  # 96 px image -> 2 x 2 tiles of 64
+
+
+def test_tiles_hold_crops_of_image_labels_and_distance_target(nuclei_dir):
+    index = open_dataset(nuclei_dir)
+    sample = index.samples[0]
+    tiles = load_tiles(index, [sample], None, tile_size=64, tiles_per_image=None, task="instance")
+    image, labels = index.read_image(sample), index.read_mask(sample)
+    distance = distance_map_target(labels)
+    assert tiles.ids[-1].endswith("@00032_00032") and len(tiles) == 4
+    last = len(tiles) - 1
+    np.testing.assert_array_equal(tiles.images[last], image[32:96, 32:96])
+    np.testing.assert_array_equal(tiles.labels[last], labels[32:96, 32:96])
+    np.testing.assert_array_equal(tiles.distances[last], distance[32:96, 32:96])
+    x, y = tiles[last]
+    assert x.shape == (3, 64, 64) and y.shape == (1, 64, 64) and y.dtype == torch.float32
+    np.testing.assert_allclose(y[0].numpy(), distance[32:96, 32:96])
+    capped = image_tiles(1000, 1000, 256, tiles_per_image=3)
+    assert len(capped) == 3 and capped[0] == (0, 0, 256, 256) and capped[-1] == (744, 744, 256, 256)
+
+
+def test_semantic_targets_are_binary(lesion_dir):
+    index = open_dataset(lesion_dir)
+    tiles = load_tiles(index, index.split("train")[:2], None, tile_size=64, tiles_per_image=None, task="semantic")
+    assert tiles.distances is None
+    _, y = tiles[0]
+    assert set(np.unique(y.numpy())) <= {0.0, 1.0} and y.sum() > 0
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_bad_config_values_raise_config_error():
+    with pytest.raises(ConfigError, match=r"rate must lie in \(0, 1\]"):
+        FinetuneConfig(rate=0)
+    with pytest.raises(ConfigError, match="tile_size must be a multiple of 32"):
+        FinetuneConfig(tile_size=100)
+    bad_copy = FinetuneConfig().model_copy(update={"rate": 1.5})  # model_copy skips validation ...
+    with pytest.raises(ConfigError, match="rate"):
+        finetune(bad_copy, "/nonexistent", "/tmp/unused")  # ... finetune checks again before any work
+
+
+def test_dataset_without_masks_raises_data_error(tmp_path):
+    image, _ = synthetic_lesion(64, seed=0)
+    write_image(tmp_path / "data" / "train" / "images" / "a.png", image)
+    write_image(tmp_path / "data" / "train" / "images" / "b.png", image)
+    with pytest.raises(DataError, match="no masks"):
+        finetune(FinetuneConfig(**TINY), tmp_path / "data", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_task_mismatch_raises(lesion_dir, tmp_path):
+    with pytest.raises(ConfigError, match="holds semantic masks"):
+        finetune(FinetuneConfig(**TINY, task="instance"), lesion_dir, tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------- end to end
+def _rescore(out_dir: Path, data: Path, ids: list[str]) -> dict[str, float]:
+    segmenter = Segmenter.from_pretrained(out_dir)
+    index = open_dataset(data)
+    samples = [s for s in index.samples if s.id in ids]
+    return evaluate_segmenter(segmenter, index, samples).mean
+
+
+def test_instance_end_to_end_and_cached_second_call(nuclei_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    config = FinetuneConfig(**TINY, init="random", rate=0.5, seed=1)
+    result = finetune(config, nuclei_dir, out, accelerator="cpu", progress=False)
+    assert isinstance(result, FinetuneResult)
+    assert result.task == "instance" and result.metric == "aji_plus" and result.config.task == "instance"
+    assert result.n_eval_images == 1 and result.epochs == 2 == len(result.loss_history) == len(result.epoch_seconds)
+    assert len(result.val_history) == 2 and all(s > 0 for s in result.epoch_seconds)
+    assert set(result.scores) == {"aji", "aji_plus", "pq", "dq", "sq", "dice"}
+    assert result.score == result.scores["aji_plus"]
+    # the saved segmenter reproduces the stored score on the stored evaluation images
+    stored = json.loads((out / "segmenter.json").read_text())
+    assert stored["task"] == "instance" and stored["tile_size"] == 64 and stored["backbone"] == "resnet18"
+    assert "watershed_train_aji_plus" in stored["training"]
+    rescored = _rescore(out, nuclei_dir, stored["training"]["eval_ids"])
+    assert rescored["aji_plus"] == pytest.approx(result.score, abs=1e-9)
+    assert load_result(out) == result
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "epoch,train_loss,val_loss,lr,seconds" and len(rows) == 3
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+    # second call: same config -> stored result, no model is built
+    import sslzoo.models.unet as unet
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("finetune trained again although result.json matches")
+
+    monkeypatch.setattr(unet, "build_unet", no_training)
+    again = finetune(config.model_copy(update={"workers": 3}), nuclei_dir, out, progress=False)
+    assert again == result
+    with pytest.raises(ConfigError, match="another configuration"):
+        finetune(config.model_copy(update={"rate": 1.0}), nuclei_dir, out, progress=False)
+
+
+def _encoder_weights(segmenter_dir: Path) -> dict[str, torch.Tensor]:
+    return encoder_state_dict(Segmenter.from_pretrained(segmenter_dir).model.encoder)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_semantic_end_to_end_frozen_encoder_unchanged(lesion_dir, encoder_dir, tmp_path, frozen):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    config = FinetuneConfig(**TINY | {"epochs": 1}, init=str(encoder_dir), frozen=frozen, rate=1.0)
+    result = finetune(config, lesion_dir, out, accelerator="cpu", progress=False)
+    assert result.task == "semantic" and result.metric == "dice" and set(result.scores) == {"dice"}
+    assert result.n_eval_images == 2 and 0.0 <= result.score <= 1.0
+    assert result.n_train_tiles == 5  # 6 one-tile images minus 1 validation tile
+    stored = json.loads((out / "segmenter.json").read_text())
+    assert stored["method"] == "simclr" and stored["training"]["frozen"] is frozen
+    assert _rescore(out, lesion_dir, stored["training"]["eval_ids"])["dice"] == pytest.approx(result.score, abs=1e-9)
+
+    initial = load_file(str(encoder_dir / "model.safetensors"))
+    trained = _encoder_weights(out)
+    assert set(initial) == set(trained)
+    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    if frozen:
+        assert changed == []  # weights and batch-norm statistics untouched
+    else:
+        assert any(k.endswith("weight") for k in changed)
+
+
+def test_same_seed_gives_the_same_run(tmp_path):
+    data = write_lesion_dataset(tmp_path / "data", {"train": 4}, size=64)
+    config = FinetuneConfig(**TINY | {"epochs": 1, "val_fraction": 0.0}, rate=0.5, seed=5)
+    first = finetune(config, data, tmp_path / "a", accelerator="cpu", progress=False)
+    second = finetune(config, data, tmp_path / "b", accelerator="cpu", progress=False)
+    assert first.loss_history == second.loss_history and first.score == second.score
+    assert first.val_history == [] and first.n_train_tiles == 2  # no validation tiles: 50 % of 3 training images
