@@ -1,0 +1,197 @@
+"""Serving latency and throughput: TorchServe (``sslzoo serve``) vs in-process ``sslzoo predict``, same model.
+
+For a 256x256 image (ISIC 2017) and a 1000x1000 image (MoNuSeg), N requests are sent to
+``/predictions/<model>`` (PNG output) by 1, 4 and 16 concurrent httpx clients; per level the
+script reports p50 / p95 latency and throughput (requests per second). In the same run the
+in-process path (``SegmentationService.segment_bytes``, the code ``sslzoo predict`` runs per image:
+decode → tiled U-Net → watershed → PNG) is timed sequentially on the same bytes.
+
+The model is a segmenter folder (``--model``) or, by default, a random-weight ResNet-50 U-Net
+(instance task: distance map + watershed) with the zoo's default tiling (256 px tiles, 64 px overlap):
+the speed of a trained model is the same. Images come from ../shared/data when present, else synthetic.
+
+    .venv/bin/python bench/serve.py                       # full run
+    .venv/bin/python bench/serve.py --quick               # fewer requests, resnet18
+    .venv/bin/python bench/serve.py --model PATH --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def load_images(data: Path) -> dict[str, bytes]:
+    """``{"256x256": png, "1000x1000": png}`` from ISIC 2017 / MoNuSeg, else synthetic nuclei."""
+    from sslzoo.data.io import read_image
+
+    images: dict[str, bytes] = {}
+    isic = sorted((data / "isic2017" / "val" / "images").glob("*.jpg"))[:1]
+    monuseg = sorted((data / "monuseg" / "train" / "images").glob("*.png"))[:1]
+    if isic:
+        images["256x256 (ISIC 2017)"] = png_bytes(read_image(isic[0]))
+    if monuseg:
+        images["1000x1000 (MoNuSeg)"] = png_bytes(read_image(monuseg[0]))
+    if len(images) < 2:
+        from sslzoo.data.synthetic import synthetic_nuclei
+
+        images = {
+            f"{size}x{size} (synthetic)": png_bytes(synthetic_nuclei(size, n=size // 8)[0]) for size in (256, 1000)
+        }
+    return images
+
+
+def make_model(folder: Path, backbone: str) -> Path:
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
+
+    torch.manual_seed(0)
+    unet = smp.Unet(backbone, encoder_weights=None, in_channels=3, classes=1)
+    return Segmenter(unet, SegmenterConfig(task="instance", backbone=backbone)).save_pretrained(folder)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run_clients(url: str, key: str, body: bytes, clients: int, requests: int) -> tuple[list[float], float, int]:
+    """Send ``requests`` POSTs from ``clients`` threads; returns latencies (s), wall time (s), failures."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png", "Accept": "image/png"}
+
+    def one(_: int) -> tuple[float, bool]:
+        start = time.perf_counter()
+        response = httpx.post(url, content=body, headers=headers, timeout=600)
+        return time.perf_counter() - start, response.status_code == 200
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - start
+    return [r[0] for r in results], wall, sum(not ok for _, ok in results)
+
+
+def start_server(model: Path, workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
+    ports = free_ports(5)
+    command = [
+        sys.executable, "-m", "sslzoo", "serve", "--models", f"bench={model}",
+        "--inference-port", str(ports[0]), "--management-port", str(ports[1]), "--metrics-port", str(ports[2]),
+        "--grpc-inference-port", str(ports[3]), "--grpc-management-port", str(ports[4]),
+        "--workers", str(workers), "--workdir", str(workdir), "--log-file", str(workdir.parent / "torchserve.log"),
+    ]  # fmt: skip
+    env = dict(os.environ, SSLZOO_TORCH_THREADS=str(threads))
+    out = workdir.parent / "serve.out"
+    process = subprocess.Popen(command, env=env, stdout=out.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while b"sslzoo: serving" not in (out.read_bytes() if out.exists() else b""):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"server did not start:\n{out.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.5)
+    return process, ports[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="segmenter folder (default: random ResNet-50 U-Net)")
+    parser.add_argument("--backbone", default="resnet50", help="backbone of the default random model")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=32, help="requests per level for the small image")
+    parser.add_argument("--large-requests", type=int, default=16, help="requests per level for the large image")
+    parser.add_argument("--workers", type=int, default=1, help="TorchServe workers")
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch threads")
+    parser.add_argument("--quick", action="store_true", help="resnet18, 8/4 requests per level")
+    args = parser.parse_args()
+    if args.quick:
+        args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from sslzoo.serving.services import SegmentationService
+
+    root = Path(tempfile.mkdtemp(prefix="sslzoo-bench-serve-"))
+    model = args.model or make_model(root / "model", args.backbone)
+    images = load_images(args.data)
+    print(f"model: {model} | torch threads {args.threads} | TorchServe workers {args.workers} | "
+          f"CPU cores {os.cpu_count()} | cuda {torch.cuda.is_available()}")
+
+    service = SegmentationService.load("bench", model)
+    rows = []
+    for index, (label, body) in enumerate(images.items()):
+        n = args.requests if index == 0 else args.large_requests
+        service.segment_bytes(body, "png")  # warm-up
+        latencies = []
+        for _ in range(max(3, n // 4)):
+            start = time.perf_counter()
+            service.segment_bytes(body, "png")
+            latencies.append(time.perf_counter() - start)
+        rows.append((label, "in-process (sslzoo predict)", 1, latencies, sum(latencies), 0))
+    del service
+
+    workdir = root / "work"
+    process, port = start_server(model, workdir, args.workers, args.threads)
+    try:
+        key = json.loads((workdir / "key_file.json").read_text())["inference"]["key"]
+        url = f"http://127.0.0.1:{port}/predictions/bench"
+        for index, (label, body) in enumerate(images.items()):
+            n = args.requests if index == 0 else args.large_requests
+            run_clients(url, key, body, 1, 1)  # warm-up
+            for clients in args.clients:
+                latencies, wall, failures = run_clients(url, key, body, clients, max(n, clients))
+                rows.append((label, "TorchServe", clients, latencies, wall, failures))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+
+    print(f"\n{'image':22} {'path':28} {'clients':>7} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7} {'fail':>4}")
+    for label, path, clients, latencies, wall, failures in sorted(rows, key=lambda r: (r[0], r[1] != "TorchServe")):
+        print(
+            f"{label:22} {path:28} {clients:>7} {len(latencies):>4} {1000 * statistics.median(latencies):>9.0f} "
+            f"{1000 * percentile(latencies, 95):>9.0f} {len(latencies) / wall:>7.2f} {failures:>4}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

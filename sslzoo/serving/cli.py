@@ -1,0 +1,157 @@
+"""``sslzoo serve`` (TorchServe in the foreground) and ``sslzoo predict`` (the same services in process)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+SERVE_DESCRIPTION = """\
+Serve segmenters, encoders and evaluation over TorchServe's REST API (CONTRACTS.md section 2):
+  POST /predictions/<segmenter>  image -> PNG | JSON | GeoJSON (Accept header or form field 'format')
+  POST /predictions/<encoder>    image -> {"model", "dim", "embedding"}
+  POST /predictions/evaluate     labelled set (multipart) -> DSC / AJI / AJI+ / PQ
+Without --models the embedded defaults nuclei, lesion and embed (from the model zoo) and evaluate are
+served. Token auth is on: send 'Authorization: Bearer <inference key>' with the key from
+WORKDIR/key_file.json. Stop with Ctrl-C or SIGTERM; the Java frontend and all workers stop with it.
+Binary bodies need a Content-Type (image/png, application/octet-stream, ...): TorchServe rejects
+application/x-www-form-urlencoded binary bodies (curl's --data-binary default) with a 500."""
+
+PREDICT_DESCRIPTION = """\
+Run a segmenter or encoder on image files in this process (the same code as the server) and write one
+output per image into --out: <stem>.png (8-bit mask or 16-bit label map), <stem>.json or <stem>.geojson
+for segmenters; <stem>.json embeddings for encoders."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve models over REST with TorchServe (foreground)",
+        description=SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME=PATH",
+        help="models to serve: NAME=FOLDER (segmenter or encoder folder), NAME=ZOO_NAME, or 'evaluate' "
+        "(default: nuclei lesion embed evaluate from the model zoo)",
+    )
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("SSLZOO_SERVE_HOST", "127.0.0.1"),
+        help="address of the inference and metrics APIs (default: $SSLZOO_SERVE_HOST or 127.0.0.1; "
+        "0.0.0.0 in containers); management and gRPC stay on 127.0.0.1",
+    )
+    serve.add_argument("--inference-port", type=int, default=8080, help="inference API port (default 8080)")
+    serve.add_argument("--management-port", type=int, default=8081, help="management API port (default 8081)")
+    serve.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics port (default 8082)")
+    serve.add_argument("--grpc-inference-port", type=int, default=7070, help="gRPC inference port (default 7070)")
+    serve.add_argument("--grpc-management-port", type=int, default=7071, help="gRPC management port (default 7071)")
+    serve.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
+    serve.add_argument(
+        "--max-pixels", type=int, default=None, help="pixel limit per image, answered with 413 (default 50 million)"
+    )
+    serve.add_argument(
+        "--workdir",
+        default=os.environ.get("SSLZOO_SERVE_WORKDIR"),
+        help="folder for the model store, config.properties, key_file.json and logs "
+        "(default: $SSLZOO_SERVE_WORKDIR or a temporary folder removed at exit)",
+    )
+    serve.add_argument(
+        "--no-token-auth",
+        action="store_true",
+        help="disable TorchServe token authorisation (only behind a proxy that authenticates)",
+    )
+    serve.add_argument("--log-file", default=None, help="write TorchServe's console output here instead of stdout")
+    serve.set_defaults(handler=run_serve)
+
+    predict = subparsers.add_parser(
+        "predict",
+        help="segment or embed image files in process",
+        description=PREDICT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    predict.add_argument("--model", required=True, help="segmenter/encoder folder, zoo name or alias (nuclei, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or TIFF files")
+    predict.add_argument("--out", required=True, help="output folder (created if missing)")
+    predict.add_argument(
+        "--format", choices=("png", "json", "geojson"), default="png", help="segmentation output (default png)"
+    )
+    predict.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    predict.set_defaults(handler=run_predict)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from sslzoo.errors import ConfigError, SslzooError
+    from sslzoo.serving.modelstore import default_models, parse_model_args
+    from sslzoo.serving.server import KEY_FILE, ServeConfig, serve
+
+    models = parse_model_args(args.models) if args.models else default_models()
+    try:
+        config = ServeConfig(
+            host=args.host,
+            inference_port=args.inference_port,
+            management_port=args.management_port,
+            metrics_port=args.metrics_port,
+            grpc_inference_port=args.grpc_inference_port,
+            grpc_management_port=args.grpc_management_port,
+            token_auth=not args.no_token_auth,
+            workers=args.workers,
+            max_pixels=args.max_pixels,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad serve option ({problems})") from exc
+
+    def announce(workdir: Path) -> None:
+        print(f"sslzoo: serving {', '.join(models)} on http://{config.host}:{config.inference_port}", flush=True)
+        if config.token_auth:
+            print(f"sslzoo: inference key in {workdir / KEY_FILE} (send 'Authorization: Bearer <key>')", flush=True)
+        print(f"sslzoo: metrics on http://{config.host}:{config.metrics_port}/metrics; Ctrl-C stops", flush=True)
+
+    if args.models:
+        return serve(models, config, workdir=args.workdir, log_file=args.log_file, on_ready=announce)
+    try:
+        return serve(models, config, workdir=args.workdir, log_file=args.log_file, on_ready=announce)
+    except SslzooError as exc:
+        raise type(exc)(
+            f"{exc}. (Without --models sslzoo serves the embedded defaults nuclei, lesion, embed; to serve your own "
+            "folders: sslzoo serve --models nuclei=SEGMENTER_DIR lesion=SEGMENTER_DIR embed=ENCODER_DIR evaluate)"
+        ) from exc
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sslzoo.errors import ConfigError, DataError
+    from sslzoo.serving.services import EmbeddingService, SegmentationService, model_kind
+
+    out = Path(args.out)
+    images = [Path(p) for p in args.images]
+    for path in images:
+        if not path.is_file():
+            raise DataError(f"{path}: no such image file")
+    kind = model_kind(args.model)
+    name = Path(args.model).name if Path(args.model).is_dir() else args.model
+    if kind == "segmenter":
+        service = SegmentationService.load(name, args.model, args.device)
+        suffix = {"png": ".png", "json": ".json", "geojson": ".geojson"}[args.format]
+    elif kind == "encoder":
+        service = EmbeddingService.load(name, args.model, args.device)
+        suffix = ".json"
+    else:
+        raise ConfigError("'evaluate' is a server endpoint; evaluate files with 'sslzoo evaluate' instead")
+    targets = [out / f"{path.stem}{suffix}" for path in images]
+    inputs = {path.resolve() for path in images}
+    if len({t.resolve() for t in targets}) != len(targets) or any(t.resolve() in inputs for t in targets):
+        raise ConfigError("two inputs share a file name, or an output would overwrite an input; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for path, target in tqdm(list(zip(images, targets, strict=True)), desc="predict", unit="image"):
+        data = path.read_bytes()
+        encoded = service.segment_bytes(data, args.format) if kind == "segmenter" else service.embed_bytes(data)
+        target.write_bytes(encoded.body)
+    print(f"wrote {len(targets)} file(s) to {out}")
+    return 0

@@ -1,0 +1,385 @@
+"""Framework-neutral services: decode → validate → run → encode.
+
+TorchServe handlers (``handlers/*.py`` via :mod:`sslzoo.serving.adapter`) and ``sslzoo predict``
+call exactly these classes, so a test of this module covers what the server does.
+
+- :class:`SegmentationService`: image bytes → label map (``Segmenter.predict``, tiled for any
+  size) → PNG / JSON / GeoJSON.
+- :class:`EmbeddingService`: image bytes → global-average-pooled last encoder stage, computed on
+  the evaluation view of :mod:`sslzoo.data.transforms` (shorter side resized to the encoder's
+  ``input_size``, centre crop, the encoder's mean/std) — the same embedding NQC uses.
+- :class:`EvaluationService`: labelled sets (multipart fields or a zip) →
+  :func:`sslzoo.metrics.evaluate.evaluate_pairs`.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from sslzoo.errors import ConfigError, DataError, NotFoundError, TooLargeError
+from sslzoo.serving.decode import decode_image, decode_label_map
+from sslzoo.serving.encode import encode_output, objects_of
+from sslzoo.serving.schemas import CONTENT_TYPES, EmbeddingResponse, EvaluationResult
+
+#: Accept-header media types → output format.
+MEDIA_FORMATS: dict[str, str] = {
+    "image/png": "png",
+    "application/json": "json",
+    "application/geo+json": "geojson",
+    "application/geojson": "geojson",
+}
+#: Served aliases of the embedded defaults (CONTRACTS.md section 1) and their kind.
+DEFAULT_ALIASES: dict[str, str] = {"nuclei": "segmenter", "lesion": "segmenter", "embed": "encoder"}
+EVALUATE = "evaluate"
+
+#: Limits for zip archives sent to ``/predictions/evaluate``.
+MAX_ARCHIVE_MEMBERS = 2000
+MAX_ARCHIVE_BYTES = 1024**3
+
+
+def choose_format(accept: str | None = None, form_format: str | None = None) -> str:
+    """Output format from a multipart ``format`` field (wins) or the ``Accept`` header.
+
+    ``Accept`` is read in order of its q-values; ``*/*``, ``image/*`` or no header mean PNG.
+    Raises :class:`ConfigError` when nothing acceptable is offered.
+    """
+    if form_format is not None and form_format.strip():
+        value = form_format.strip().lower()
+        if value not in CONTENT_TYPES:
+            raise ConfigError(f"unknown format {form_format!r}; the 'format' field takes png, json or geojson")
+        return value
+    if accept is None or not accept.strip():
+        return "png"
+    ranked: list[tuple[float, int, str]] = []
+    for position, item in enumerate(accept.split(",")):
+        parts = [p.strip() for p in item.split(";")]
+        media, quality = parts[0].lower(), 1.0
+        for param in parts[1:]:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        if media and quality > 0:
+            ranked.append((-quality, position, media))
+    for _, _, media in sorted(ranked):
+        if media in MEDIA_FORMATS:
+            return MEDIA_FORMATS[media]
+        if media in ("*/*", "image/*"):
+            return "png"
+    raise ConfigError(
+        f"cannot answer with Accept: {accept}; ask for image/png, application/json or application/geo+json"
+    )
+
+
+def select_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def model_kind(source: str | Path) -> str:
+    """``segmenter`` | ``encoder`` | ``evaluate`` for a folder, a zoo name or an alias."""
+    text = str(source)
+    if text == EVALUATE:
+        return EVALUATE
+    path = Path(text)
+    if path.is_dir():
+        from sslzoo.models.encoders import CONFIG_FILE, WEIGHTS_FILE
+        from sslzoo.models.segmenter import SEGMENTER_FILE
+
+        if (path / SEGMENTER_FILE).is_file():
+            return "segmenter"
+        if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
+            return "encoder"
+        raise DataError(
+            f"{path}: neither a segmenter folder ({SEGMENTER_FILE} + weights) nor an encoder folder "
+            f"({WEIGHTS_FILE} + {CONFIG_FILE}); pass a folder made by 'sslzoo finetune' or 'sslzoo pretrain'"
+        )
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith("/"):
+        raise NotFoundError(f"{text}: no such model folder")
+    if text in DEFAULT_ALIASES:
+        return DEFAULT_ALIASES[text]
+    return "segmenter" if text.endswith(("-semantic", "-instance")) else "encoder"
+
+
+def _hub_function(name: str) -> Callable[[str], Any]:
+    try:
+        import sslzoo.hub as hub
+    except ImportError as exc:  # pragma: no cover - the package always has sslzoo.hub
+        raise NotFoundError(f"the model zoo (sslzoo.hub) cannot be imported: {exc}") from exc
+    function = getattr(hub, name, None)
+    if function is None:
+        raise NotFoundError(
+            f"sslzoo.hub.{name} is not available in this installation, so zoo names and the embedded default "
+            "models cannot be resolved; pass model folders instead (e.g. --models nuclei=PATH)"
+        )
+    return function
+
+
+def load_segmenter(source: str | Path, device: str | None = None):
+    """A :class:`~sslzoo.models.segmenter.Segmenter` from a folder or a zoo name / alias."""
+    from sslzoo.models.segmenter import Segmenter
+
+    device = select_device(device)
+    if Path(str(source)).is_dir():
+        return Segmenter.from_pretrained(source, device=device)
+    return _hub_function("load_segmenter")(str(source)).to(device)
+
+
+def load_encoder(source: str | Path, device: str | None = None):
+    """``(encoder, EncoderConfig)`` from a folder or a zoo name / alias, in eval mode on ``device``."""
+    from sslzoo.models.encoders import EncoderConfig
+    from sslzoo.models.encoders import load_encoder as load_folder
+
+    if Path(str(source)).is_dir():
+        encoder, config = load_folder(source)
+    else:
+        encoder, config = _hub_function("load_encoder")(str(source))
+    if config is None:
+        config = EncoderConfig(backbone="unknown", method="unknown", dataset="unknown")
+    return encoder.to(select_device(device)).eval(), config
+
+
+# --------------------------------------------------------------------------------------------- services
+
+
+def count_objects(labels: np.ndarray, task: str) -> int:
+    """Number of objects: distinct non-zero ids (instance) or connected components (semantic)."""
+    ids = np.unique(objects_of(labels, task))
+    return int(np.count_nonzero(ids))
+
+
+@dataclass
+class Encoded:
+    """A response body with its content type and the number of objects found (for metrics)."""
+
+    body: bytes
+    content_type: str
+    count: int | None = None
+
+
+class SegmentationService:
+    """Segment images with one segmenter and encode the result."""
+
+    def __init__(self, name: str, segmenter: Any, max_pixels: int | None = None) -> None:
+        self.name = name
+        self.segmenter = segmenter
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
+        return cls(name, load_segmenter(source, device), max_pixels)
+
+    @property
+    def task(self) -> str:
+        return self.segmenter.config.task
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Label map ``(H, W)`` int32 of an RGB ``uint8`` image: 0/1 (semantic) or ids 1..N (instance)."""
+        return self.segmenter.predict(image)
+
+    def segment_bytes(self, data: object, fmt: str = "png") -> Encoded:
+        """Decode, segment and encode one image given as bytes."""
+        labels = self.segment(decode_image(data, self.max_pixels, "image"))
+        body, content_type = encode_output(labels, self.task, self.name, fmt)
+        return Encoded(body, content_type, count_objects(labels, self.task))
+
+
+class EmbeddingService:
+    """Global-average-pooled last encoder stage of the evaluation view of an image."""
+
+    def __init__(self, name: str, encoder: Any, config: Any, max_pixels: int | None = None) -> None:
+        from sslzoo.data.transforms import EvalTransform
+
+        self.name = name
+        self.encoder = encoder.eval()
+        self.config = config
+        self.max_pixels = max_pixels
+        self.transform = EvalTransform(config.input_size, config.mean, config.std)
+
+    @classmethod
+    def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
+        encoder, config = load_encoder(source, device)
+        return cls(name, encoder, config, max_pixels)
+
+    def embed(self, image: np.ndarray) -> np.ndarray:
+        """``(C,)`` float32 embedding of an RGB ``uint8`` image."""
+        import torch
+
+        device = next(self.encoder.parameters()).device
+        with torch.no_grad():
+            features = self.encoder(self.transform(image)[None].to(device))
+        last = features[-1] if isinstance(features, list | tuple) else features
+        return last.mean(dim=(2, 3))[0].float().cpu().numpy()
+
+    def embed_bytes(self, data: object) -> Encoded:
+        vector = self.embed(decode_image(data, self.max_pixels, "image"))
+        response = EmbeddingResponse(model=self.name, dim=int(vector.shape[0]), embedding=vector.tolist())
+        return Encoded(response.model_dump_json().encode(), CONTENT_TYPES["json"])
+
+
+def _natural_key(text: str) -> tuple:
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def _text(value: object, field: str) -> str:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"field {field!r} is not UTF-8 text") from exc
+    return str(value).strip()
+
+
+class EvaluationService:
+    """Score labelled sets against ground truth, optionally running a served segmenter first.
+
+    ``segmenters`` maps served segmenter names to a zero-argument loader; each is loaded on first use.
+    """
+
+    def __init__(
+        self,
+        segmenters: Mapping[str, Callable[[], SegmentationService]] | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        self._loaders = dict(segmenters or {})
+        self._loaded: dict[str, SegmentationService] = {}
+        self.max_pixels = max_pixels
+
+    def segmenter(self, name: str) -> SegmentationService:
+        if name not in self._loaded:
+            if name not in self._loaders:
+                known = ", ".join(sorted(self._loaders)) or "none"
+                raise NotFoundError(f"unknown model {name!r} in field 'model'; served segmenters: {known}")
+            self._loaded[name] = self._loaders[name]()
+        return self._loaded[name]
+
+    # -- inputs ----------------------------------------------------------------------------------------
+    def evaluate_fields(self, fields: Mapping[str, object]) -> EvaluationResult:
+        """Evaluate a multipart request: ``task``, ``model``, and ``prediction_<k>`` / ``image_<k>`` +
+        ``mask_<k>`` fields, or one ``archive`` field (zip)."""
+        task = _text(fields["task"], "task") if "task" in fields else None
+        model = _text(fields["model"], "model") if "model" in fields else None
+        task, model = (task or None), (model or None)
+        if "archive" in fields:
+            return self.evaluate_archive(fields["archive"], task=task, model=model)
+        groups: dict[str, dict[str, object]] = {"prediction": {}, "image": {}, "mask": {}}
+        for key, value in fields.items():
+            prefix, _, suffix = key.partition("_")
+            if prefix in groups and suffix:
+                groups[prefix][suffix] = value
+        inputs = groups["image"] if model else groups["prediction"]
+        other = groups["prediction"] if model else groups["image"]
+        if other and not inputs:
+            raise ConfigError(
+                "image_<k> fields need a 'model' field naming the segmenter to run"
+                if not model
+                else "with a 'model' field send image_<k> fields (not prediction_<k>)"
+            )
+        return self._evaluate(inputs, groups["mask"], task, model, "image" if model else "prediction")
+
+    def evaluate_archive(self, data: object, task: str | None = None, model: str | None = None) -> EvaluationResult:
+        """Evaluate a zip holding ``masks/`` and ``images/`` (with ``model``) or ``predictions/``, matched by stem."""
+        if not isinstance(data, bytes | bytearray) or not data:
+            raise DataError("field 'archive' is empty; send a zip file holding masks/ and images/ or predictions/")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"field 'archive' is not a zip file ({exc})") from exc
+        with archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) > MAX_ARCHIVE_MEMBERS:
+                raise TooLargeError(f"archive holds {len(members)} files; at most {MAX_ARCHIVE_MEMBERS} are accepted")
+            if sum(m.file_size for m in members) > MAX_ARCHIVE_BYTES:
+                raise TooLargeError(f"archive expands to more than {MAX_ARCHIVE_BYTES:,} bytes; send smaller sets")
+            folders: dict[str, dict[str, object]] = {"masks": {}, "images": {}, "predictions": {}}
+            for member in members:
+                path = PurePosixPath(member.filename)
+                if path.name.startswith(".") or "__MACOSX" in path.parts or len(path.parts) < 2:
+                    continue
+                folder = path.parts[-2]
+                if folder in folders:
+                    if path.stem in folders[folder]:
+                        raise DataError(f"archive: two files in {folder}/ share the stem {path.stem!r}")
+                    try:
+                        folders[folder][path.stem] = archive.read(member)
+                    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
+                        raise DataError(f"archive: cannot read {member.filename} ({exc})") from exc
+        if not folders["masks"]:
+            raise DataError("archive holds no masks/ folder with label images; put ground truth in masks/")
+        if model:
+            if not folders["images"]:
+                raise DataError("archive holds no images/ folder; with a 'model' field send images/ + masks/")
+            return self._evaluate(folders["images"], folders["masks"], task, model, "image")
+        if not folders["predictions"]:
+            raise ConfigError(
+                "archive holds no predictions/ folder; send predictions/ + masks/, or images/ + masks/ "
+                "with a 'model' field naming the segmenter to run"
+            )
+        return self._evaluate(folders["predictions"], folders["masks"], task, None, "prediction")
+
+    # -- scoring ---------------------------------------------------------------------------------------
+    def _evaluate(
+        self,
+        inputs: Mapping[str, object],
+        masks: Mapping[str, object],
+        task: str | None,
+        model: str | None,
+        role: str,
+    ) -> EvaluationResult:
+        from sslzoo.metrics.evaluate import evaluate_pairs
+
+        service = self.segmenter(model) if model else None
+        if service is not None:
+            if task and task != service.task:
+                raise ConfigError(f"task {task!r} does not match model {model!r}, which is {service.task}")
+            task = service.task
+        if task is None:
+            raise ConfigError("field 'task' is missing; send task=semantic or task=instance (or a 'model' field)")
+        if task not in ("semantic", "instance"):
+            raise ConfigError(f"unknown task {task!r}; choose semantic or instance")
+        missing_masks = sorted(set(inputs) - set(masks), key=_natural_key)
+        missing_inputs = sorted(set(masks) - set(inputs), key=_natural_key)
+        if missing_masks or missing_inputs:
+            parts = []
+            if missing_masks:
+                parts.append(f"no mask for {role}(s) {', '.join(missing_masks[:5])}")
+            if missing_inputs:
+                parts.append(f"no {role} for mask(s) {', '.join(missing_inputs[:5])}")
+            raise DataError("; ".join(parts) + f" (send {role}_<k> and mask_<k> in pairs, matched by <k>)")
+        if not masks:
+            raise DataError(
+                "nothing to evaluate: send prediction_<k> + mask_<k> fields (or image_<k> + mask_<k> with 'model'), "
+                "or an 'archive' zip"
+            )
+
+        def pairs():
+            for key in sorted(masks, key=_natural_key):
+                gt = decode_label_map(masks[key], self.max_pixels, f"mask_{key}")
+                if service is not None:
+                    pred = service.segment(decode_image(inputs[key], self.max_pixels, f"image_{key}"))
+                else:
+                    pred = decode_label_map(inputs[key], self.max_pixels, f"prediction_{key}")
+                if pred.shape != gt.shape:
+                    raise DataError(
+                        f"{role}_{key}: size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from mask_{key} "
+                        f"({gt.shape[1]}x{gt.shape[0]}); send pairs of the same size"
+                    )
+                yield key, pred, gt
+
+        return evaluate_pairs(pairs(), task, model=model)

@@ -1,0 +1,151 @@
+"""Decoding untrusted request bytes: formats, modes, pixel limit (header checked first), broken input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from sslzoo.errors import DataError, TooLargeError
+from sslzoo.serving.decode import check_pixels, decode_image, decode_label_map, header_pixels, sniff_format
+
+
+def _encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "TIFF":
+        tifffile.imwrite(buffer, array, **kwargs)
+    else:
+        Image.fromarray(array).save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _png_header_only(width: int, height: int, bit_depth: int = 8, colour: int = 0) -> bytes:
+    """A PNG whose IHDR announces width x height, followed by one tiny compressed row: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_lossless_rgb_round_trip(rgb, fmt):
+    decoded = decode_image(_encode(rgb, fmt))
+    assert decoded.dtype == np.uint8 and decoded.shape == (37, 53, 3)
+    np.testing.assert_array_equal(decoded, rgb)
+
+
+def test_jpeg_decodes_close_to_the_original(rgb):
+    smooth = np.repeat(np.linspace(0, 255, 53, dtype=np.uint8)[None, :, None], 37, 0).repeat(3, 2)
+    decoded = decode_image(_encode(smooth, "JPEG", quality=95))
+    assert decoded.shape == (37, 53, 3)
+    assert np.abs(decoded.astype(int) - smooth.astype(int)).mean() < 3
+
+
+def test_rgba_drops_alpha_and_grey_is_replicated(rgb):
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)])
+    np.testing.assert_array_equal(decode_image(_encode(rgba, "PNG")), rgb)
+    grey = rgb[..., 0]
+    decoded = decode_image(_encode(grey, "PNG"))
+    assert decoded.shape == (37, 53, 3)
+    np.testing.assert_array_equal(decoded[..., 2], grey)
+
+
+def test_16bit_tiff_is_rescaled_to_8bit():
+    deep = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
+    decoded = decode_image(_encode(deep, "TIFF"))
+    assert decoded.dtype == np.uint8 and int(decoded.max()) == round(int(deep.max()) * 255 / 65535)
+
+
+def test_large_image_decodes(rgb):
+    big = np.zeros((1000, 1000, 3), np.uint8)
+    big[::7] = 200
+    assert decode_image(_encode(big, "PNG")).shape == (1000, 1000, 3)
+
+
+def test_header_is_read_without_decoding(rgb):
+    assert header_pixels(_encode(rgb, "PNG"))[1] == (37, 53)
+    assert header_pixels(_encode(rgb, "JPEG"))[1] == (37, 53)
+    assert header_pixels(_encode(rgb, "TIFF"))[0] == 37 * 53
+    assert sniff_format(b"GIF89a....") is None
+
+
+def test_png_bomb_is_refused_before_decoding():
+    bomb = _png_header_only(60_000, 60_000)
+    assert len(bomb) < 200
+    with pytest.raises(TooLargeError, match="exceed the limit") as info:
+        decode_image(bomb)
+    assert info.value.http_status == 413
+
+
+def test_pixel_limit_is_configurable(rgb, monkeypatch):
+    data = _encode(rgb, "PNG")
+    with pytest.raises(TooLargeError):
+        decode_image(data, max_pixels=37 * 53 - 1)
+    assert decode_image(data, max_pixels=37 * 53).shape == (37, 53, 3)
+    monkeypatch.setenv("SSLZOO_MAX_PIXELS", "100")
+    with pytest.raises(TooLargeError, match="SSLZOO_MAX_PIXELS"):
+        check_pixels(data)
+
+
+def test_tiff_and_jpeg_bombs_are_refused():
+    # a TIFF that declares a 20000 x 20000 uint8 page but stores almost nothing (compressed zeros)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((20_000, 20_000), np.uint8), compression="zlib", tile=(1024, 1024))
+    with pytest.raises(TooLargeError):
+        decode_image(buffer.getvalue(), max_pixels=10_000_000)
+    # a JPEG whose SOF0 segment claims 65000 x 65000
+    jpeg = bytearray(_encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 65000, 65000)
+    with pytest.raises(TooLargeError):
+        decode_image(bytes(jpeg))
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"", "empty body"),
+        (b"this is not an image at all", "not a PNG, JPEG or TIFF"),
+        (b"GIF89a\x01\x00\x01\x00", "not a PNG, JPEG or TIFF"),
+        (b"\x89PNG\r\n\x1a\n\x00", "truncated PNG header"),
+        ("text", "expected binary image data"),
+    ],
+)
+def test_bad_payloads_are_data_errors(payload, message):
+    with pytest.raises(DataError, match=message) as info:
+        decode_image(payload)
+    assert info.value.http_status == 400
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF"])
+def test_truncated_files_are_data_errors(rgb, fmt):
+    data = _encode(rgb, fmt)
+    with pytest.raises(DataError, match="image"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_label_maps_keep_16bit_ids_and_refuse_colour():
+    labels = np.zeros((40, 50), np.uint16)
+    labels[5:10, 5:10] = 300
+    labels[20:30, 20:40] = 2
+    decoded = decode_label_map(_encode(labels, "PNG"), name="mask_1")
+    assert decoded.dtype == np.int64
+    np.testing.assert_array_equal(decoded, labels)
+    colour = np.random.default_rng(1).integers(0, 256, (10, 10, 3), dtype=np.uint8)
+    with pytest.raises(DataError, match="mask_1.*one channel"):
+        decode_label_map(_encode(colour, "PNG"), name="mask_1")
+    with pytest.raises(DataError, match="not integer"):
+        decode_label_map(_encode(np.full((4, 4), 0.5, np.float32), "TIFF"))

@@ -1,0 +1,309 @@
+"""End to end: ``sslzoo serve`` starts real TorchServe (Java 17) on free local ports; every endpoint is driven
+with httpx; bad inputs get 4xx JSON errors while the server keeps serving; SIGTERM leaves no process behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    pytest.skip("TorchServe needs Java 17", allow_module_level=True)
+
+httpx = pytest.importorskip("httpx")
+psutil = pytest.importorskip("psutil")
+
+
+REQUEST_LIMIT = 5_000_000
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _make_models(root: Path) -> dict[str, Path]:
+    """Tiny random-weight models: resnet18 U-Nets with a slim decoder (fast on a CPU) and a resnet18 encoder."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
+    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
+
+    torch.manual_seed(0)
+    folders = {}
+    for task in ("instance", "semantic"):
+        unet = smp.Unet("resnet18", encoder_weights=None, decoder_channels=(32, 16, 8, 8, 4), classes=1)
+        # 512-pixel tiles with overlap: a 1000x1000 image is 2x2 stitched tiles
+        config = SegmenterConfig(task=task, backbone="resnet18", tile_size=512, tile_overlap=24)
+        folders[task] = Segmenter(unet, config).save_pretrained(root / task)
+    config = EncoderConfig(backbone="resnet18", method="random", dataset="none")
+    folders["encoder"] = save_encoder(create_encoder("resnet18"), root / "encoder", config)
+    return folders
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen, workdir: Path, cwd: Path, ports: list[int], models: dict) -> None:
+        self.process, self.workdir, self.cwd, self.models = process, workdir, cwd, models
+        self.inference, self.management, self.metrics = ports[:3]
+        self.url = f"http://127.0.0.1:{self.inference}"
+
+    def key(self, kind: str = "inference") -> str:
+        return json.loads((self.workdir / "key_file.json").read_text())[kind]["key"]
+
+    def post(self, model: str, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.key()}", **kwargs.pop("headers", {})}
+        return httpx.post(f"{self.url}/predictions/{model}", headers=headers, timeout=120, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    models = _make_models(root / "models")
+    workdir, cwd = root / "work", root / "cwd"
+    cwd.mkdir()
+    ports = _free_ports(5)
+    # the repository's config.properties with a small request limit, to see the frontend's 413
+    template = (Path(__file__).resolve().parents[1] / "docker" / "config.properties").read_text()
+    template = template.replace("max_request_size=104857600", f"max_request_size={REQUEST_LIMIT}")
+    assert f"max_request_size={REQUEST_LIMIT}" in template
+    (root / "ts.properties").write_text(template)
+    env = dict(os.environ, SSLZOO_TORCH_THREADS="1", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
+               SSLZOO_TS_CONFIG=str(root / "ts.properties"))
+    command = [
+        sys.executable, "-m", "sslzoo", "serve",
+        "--models", f"nuclei={models['instance']}", f"lesion={models['semantic']}", f"embed={models['encoder']}",
+        "evaluate",
+        "--inference-port", str(ports[0]), "--management-port", str(ports[1]), "--metrics-port", str(ports[2]),
+        "--grpc-inference-port", str(ports[3]), "--grpc-management-port", str(ports[4]),
+        "--workdir", str(workdir), "--log-file", str(root / "torchserve.log"),
+    ]  # fmt: skip
+    out = open(root / "serve.out", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while b"sslzoo: serving" not in (root / "serve.out").read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            log = (root / "serve.out").read_text(errors="replace")[-3000:]
+            pytest.fail(f"sslzoo serve did not get ready (exit {process.poll()}):\n{log}")
+        time.sleep(0.5)
+    yield Server(process, workdir, cwd, ports, models)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    out.close()
+
+
+@pytest.fixture(scope="module")
+def big_image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = np.full((1000, 1000, 3), 220, np.uint8)
+    for y, x in rng.integers(20, 980, (150, 2)):
+        image[y - 6 : y + 6, x - 6 : x + 6] = (90, 40, 140)
+    return image
+
+
+def test_ping_and_token_auth(server):
+    assert httpx.get(f"{server.url}/ping", headers={"Authorization": f"Bearer {server.key()}"}).status_code == 200
+    response = httpx.post(f"{server.url}/predictions/nuclei", content=b"x", headers={"Content-Type": "image/png"})
+    assert 400 <= response.status_code < 500  # no key, no inference
+
+
+def test_segmentation_png_json_geojson_of_a_1000px_image(server, big_image):
+    body = _png(big_image)
+    png = server.post("nuclei", content=body, headers={"Content-Type": "image/png"})
+    assert png.status_code == 200 and png.headers["content-type"].startswith("image/png")
+    labels = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert labels.shape == (1000, 1000) and labels.dtype == np.uint16
+    summary = server.post(
+        "nuclei", content=body, headers={"Content-Type": "application/octet-stream", "Accept": "application/json"}
+    ).json()
+    assert (summary["model"], summary["task"]) == ("nuclei", "instance")
+    assert (summary["height"], summary["width"]) == (1000, 1000)
+    assert summary["count"] == len(summary["instances"]) == len(np.unique(labels[labels > 0]))
+    assert summary["foreground_fraction"] == pytest.approx((labels > 0).mean())
+    geo = server.post("nuclei", content=body, headers={"Content-Type": "image/png", "Accept": "application/geo+json"})
+    assert geo.headers["content-type"].startswith("application/geo+json")
+    collection = geo.json()
+    assert collection["type"] == "FeatureCollection" and len(collection["features"]) == summary["count"]
+    if collection["features"]:
+        coordinates = np.concatenate([f["geometry"]["coordinates"][0] for f in collection["features"]])
+        assert coordinates.min() >= 0 and coordinates.max() <= 1000
+
+
+def test_multipart_input_with_format_field(server):
+    image = np.random.default_rng(1).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    files = {"image": ("a.png", _png(image), "image/png")}
+    response = server.post("lesion", files=files, data={"format": "png"})
+    assert response.status_code == 200
+    mask = np.asarray(Image.open(io.BytesIO(response.content)))
+    assert mask.shape == (200, 300) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+    summary = server.post("lesion", files=files, data={"format": "json"}).json()
+    assert summary["task"] == "semantic" and summary["height"] == 200
+
+
+def test_embeddings_match_in_process(server):
+    from sslzoo.serving.services import EmbeddingService
+
+    image = np.random.default_rng(2).integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    reply = server.post("embed", content=_png(image), headers={"Content-Type": "image/png"}).json()
+    assert reply["model"] == "embed" and reply["dim"] == 512 == len(reply["embedding"])
+    expected = EmbeddingService.load("embed", server.models["encoder"], "cpu").embed(image)
+    np.testing.assert_allclose(reply["embedding"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_equals_metrics_evaluate(server, tmp_path):
+    from sslzoo.metrics.evaluate import evaluate_folders
+
+    rng = np.random.default_rng(3)
+    preds, masks = tmp_path / "predictions", tmp_path / "masks"
+    preds.mkdir()
+    masks.mkdir()
+    files = {}
+    for k in range(3):
+        gt = np.zeros((64, 80), np.uint16)
+        pred = np.zeros((64, 80), np.uint16)
+        for i, (y, x) in enumerate(rng.integers(8, 56, (5, 2)), start=1):
+            gt[y - 5 : y + 5, x - 5 : x + 5] = i
+            pred[y - 4 : y + 6, x - 5 : x + 4] = i + 10
+        (preds / f"{k}.png").write_bytes(_png(pred))
+        (masks / f"{k}.png").write_bytes(_png(gt))
+        files[f"prediction_{k}"] = (f"{k}.png", (preds / f"{k}.png").read_bytes(), "image/png")
+        files[f"mask_{k}"] = (f"{k}.png", (masks / f"{k}.png").read_bytes(), "image/png")
+    expected = evaluate_folders(preds, masks, "instance").model_dump()
+    by_fields = server.post("evaluate", files=files, data={"task": "instance"})
+    assert by_fields.status_code == 200, by_fields.text
+    assert by_fields.json() == expected
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for folder in (preds, masks):
+            for path in folder.iterdir():
+                z.write(path, f"{folder.name}/{path.name}")
+    by_zip = server.post("evaluate", files={"archive": ("set.zip", archive.getvalue(), "application/zip")},
+                         data={"task": "instance"})
+    assert by_zip.json() == expected
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    with_model = server.post(
+        "evaluate",
+        files={"image_1": ("i.png", _png(image), "image/png"), "mask_1": ("m.png", _png(np.ones((64, 80), np.uint8)))},
+        data={"model": "lesion"},
+    )
+    assert with_model.status_code == 200 and with_model.json()["model"] == "lesion"
+    assert with_model.json()["task"] == "semantic"
+
+
+def _png_bomb(side: int = 50_000) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def test_bad_inputs_get_4xx_json_and_the_server_keeps_serving(server):
+    good = _png(np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    octet = {"Content-Type": "application/octet-stream"}
+    cases = {
+        "garbage": (server.post("nuclei", content=b"\x00garbage" * 50, headers=octet), 400),
+        "empty": (server.post("nuclei", content=b"", headers=octet), 400),
+        "truncated": (server.post("nuclei", content=good[: len(good) // 2], headers=octet), 400),
+        "bomb": (server.post("nuclei", content=_png_bomb(), headers=octet), 413),
+        "accept": (server.post("nuclei", content=good, headers={**octet, "Accept": "text/html"}), 400),
+        "no image field": (server.post("nuclei", files={"picture": ("a.png", good)}), 400),
+        "size mismatch": (
+            server.post(
+                "evaluate",
+                files={"prediction_1": ("p.png", _png(np.zeros((10, 10), np.uint8))),
+                       "mask_1": ("m.png", _png(np.zeros((12, 10), np.uint8)))},
+                data={"task": "semantic"},
+            ),
+            400,
+        ),
+        "unknown evaluate model": (
+            server.post("evaluate", files={"image_1": ("i.png", good), "mask_1": ("m.png", good)}, data={"model": "x"}),
+            404,
+        ),
+        "unknown model": (server.post("no-such-model", content=good, headers={"Content-Type": "image/png"}), 404),
+        "bad embed input": (server.post("embed", content=b"GIF89a", headers=octet), 400),
+    }
+    for name, (response, status) in cases.items():
+        assert response.status_code == status, (name, response.status_code, response.text)
+        body = response.json()
+        assert set(body) == {"code", "type", "message"} and body["code"] == status, (name, body)
+        assert body["message"], name
+    assert server.post("nuclei", content=good, headers=octet).status_code == 200
+
+
+def test_body_over_the_request_limit_is_413(server):
+    oversized = b"\x89PNG\r\n\x1a\n" + os.urandom(REQUEST_LIMIT + 1000)
+    response = server.post("nuclei", content=oversized, headers={"Content-Type": "image/png"})
+    assert response.status_code == 413, response.text
+    small = _png(np.zeros((8, 8), np.uint8))
+    assert server.post("nuclei", content=small, headers={"Content-Type": "image/png"}).status_code == 200
+
+
+def test_form_urlencoded_binary_is_refused_by_the_frontend(server):
+    """Documented TorchServe limitation: curl's --data-binary default content type never reaches a handler."""
+    good = _png(np.zeros((8, 8), np.uint8))
+    response = server.post("nuclei", content=good, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code >= 400
+    assert server.post("nuclei", content=good, headers={"Content-Type": "image/png"}).status_code == 200
+
+
+def test_prometheus_metrics_include_custom_handler_metrics(server):
+    text = httpx.get(f"http://127.0.0.1:{server.metrics}/metrics", timeout=10).text
+    assert 'SslzooRequests{ModelName="nuclei",Status="200"' in text
+    assert "SslzooLatency" in text and "SslzooObjectsPerImage" in text
+    assert 'ModelName="nuclei",Status="400"' in text
+
+
+def test_management_api_is_local_and_lists_models(server):
+    headers = {"Authorization": f"Bearer {server.key('management')}"}
+    listed = httpx.get(f"http://127.0.0.1:{server.management}/models", headers=headers, timeout=10).json()
+    assert {m["modelName"] for m in listed["models"]} == {"nuclei", "lesion", "embed", "evaluate"}
+    config = (server.workdir / "config.properties").read_text()
+    assert f"management_address=http://127.0.0.1:{server.management}" in config
+
+
+def test_sigterm_stops_everything_and_leaves_the_cwd_clean(server):
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    assert any("java" in " ".join(c.cmdline()) for c in children)
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    time.sleep(0.5)
+    alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [c.cmdline()[:3] for c in alive]
+    assert list(server.cwd.iterdir()) == []
+    assert not (server.workdir / "key_file.json").exists()
