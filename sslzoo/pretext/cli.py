@@ -1,0 +1,156 @@
+"""``sslzoo pretrain`` and ``sslzoo methods``: thin wrappers over :func:`sslzoo.pretext.train.pretrain`
+and :mod:`sslzoo.pretext.table`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from sslzoo.errors import ConfigError
+
+DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``["k=v", ...]`` → dict; values are JSON when they parse (numbers, lists, true/false), else strings."""
+    params: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {item!r}: write key=value, e.g. --param temperature=0.2")
+        try:
+            params[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key.strip()] = raw
+    return params
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain an encoder with a self-supervised pretext method",
+        description=(
+            "Pretrain a U-Net encoder on unlabelled images with one pretext method (autoencoder, simclr, byol, "
+            "moco, barlowtwins, densecl, detco) and export it to OUT/model.safetensors + config.json. "
+            "The baselines 'random' and 'imagenet' are exported without training. "
+            "Defaults follow the paper: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, cosine annealing, 256x256."
+        ),
+    )
+    p.add_argument("--method", required=True, help="pretext method or baseline (see 'sslzoo methods')")
+    p.add_argument("--data", help="folder of (unlabelled) images; not needed for random/imagenet")
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        help="dataset layout and augmentation list (default: the folder's name if it is one of these, else folder)",
+    )
+    p.add_argument("--backbone", default="resnet50", help="ResNet encoder (default resnet50)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="train for N epochs")
+    length.add_argument("--max-steps", type=int, help="train for N optimiser steps")
+    p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    p.add_argument("--input-size", type=int, default=256, help="crop size in pixels (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, help="output folder (weights, config, checkpoints, logs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--devices", type=_devices, default="auto", help="Lightning devices: N, 'auto' or a list")
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto, ...")
+    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed, bf16-mixed, 32")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="KEY=VALUE",
+        help="method hyper-parameter (repeatable), e.g. --param temperature=0.2; see 'sslzoo methods --table'",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(handler=run_pretrain)
+
+    m = subparsers.add_parser(
+        "methods",
+        help="list the pretext methods (or print Table II)",
+        description="List the pretext methods; --table prints Table II (ψ, Δθ counted from built modules, ...).",
+    )
+    m.add_argument("--table", action="store_true", help="print Table II: ψ, Δθ, batch assumption, notes")
+    m.add_argument("--backbone", default="resnet50", help="backbone for the Δθ count (default resnet50)")
+    m.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    m.set_defaults(handler=run_methods)
+
+
+def _show_sslzoo_logs() -> None:
+    """Print sslzoo's INFO messages (e.g. the queue clamp) on stderr, once."""
+    import logging
+
+    logger = logging.getLogger("sslzoo")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    _show_sslzoo_logs()
+    from sslzoo.pretext.base import PretextConfig
+    from sslzoo.pretext.registry import BASELINES, get_method
+    from sslzoo.pretext.train import guess_dataset, pretrain
+
+    if args.method not in BASELINES:
+        get_method(args.method)  # unknown names fail here, before any data is read
+        if args.data is None:
+            raise ConfigError(f"method {args.method!r} needs --data FOLDER of unlabelled images")
+        if args.epochs is None and args.max_steps is None:
+            raise ConfigError("say how long to train: --epochs N or --max-steps N")
+    dataset = args.dataset or (guess_dataset(args.data) if args.data else "folder")
+    try:
+        config = PretextConfig(
+            method=args.method,
+            backbone=args.backbone,
+            dataset=dataset,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_epochs=args.epochs,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            params=parse_params(args.param),
+        )
+    except ValueError as exc:  # pydantic ValidationError
+        raise ConfigError(" ".join(str(exc).split())) from exc
+    out = pretrain(
+        config,
+        args.data,
+        args.out,
+        devices=args.devices,
+        accelerator=args.accelerator,
+        precision=args.precision,
+        strategy=args.strategy,
+        resume=args.resume,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+    print(f"exported {args.method} {args.backbone} encoder to {out}/model.safetensors")
+    return 0
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from sslzoo.pretext.registry import BASELINES, get_method, method_names
+
+    if args.table:
+        from sslzoo.models.encoders import check_backbone
+        from sslzoo.pretext.table import format_table, method_table
+
+        check_backbone(args.backbone)
+        print(format_table(method_table(args.backbone), markdown=args.markdown))
+        return 0
+    for name in method_names():
+        print(f"{name:<12} {get_method(name).notes}")
+    for name in BASELINES:
+        print(f"{name:<12} baseline (not trained)")
+    return 0

@@ -1,0 +1,228 @@
+"""``pretrain(...)``: the one code path that trains (or, for baselines, just exports) a pretext encoder.
+
+Used by ``sslzoo pretrain`` and the study runner. Output folder layout::
+
+    out_dir/model.safetensors, config.json   the exported backbone (zoo encoder format)
+    out_dir/checkpoints/last.ckpt            Lightning checkpoint (``resume=True`` continues from it)
+    out_dir/logs/version_*/metrics.csv       CSV log: train/loss (+ terms) per step and epoch, time/*
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sslzoo.errors import ConfigError, DataError
+from sslzoo.pretext.base import PretextConfig
+from sslzoo.pretext.registry import BASELINES, build_method
+
+log = logging.getLogger(__name__)
+
+KNOWN_DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def guess_dataset(data: str | Path) -> str:
+    """``monuseg`` / ``isic2017`` / ``dsb2018`` when the folder is named so, else ``folder``."""
+    name = Path(data).resolve().name.lower()
+    return name if name in KNOWN_DATASETS else "folder"
+
+
+# ---------------------------------------------------------------------------- data
+class _ImageTwoViewDataset(Dataset):
+    """Private fallback of ``sslzoo.data.pretext_dataset.TwoViewDataset``: two views of each image."""
+
+    def __init__(self, images: Sequence[Any], transform: Any):
+        self.images = list(images)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from sslzoo.data.io import read_image
+
+        item = self.images[index]
+        image = np.asarray(item) if isinstance(item, np.ndarray) else read_image(item)
+        return self.transform(image)
+
+
+def _fallback_unlabelled_images(path: Path, dataset: str) -> list[Path]:
+    """Every image under ``path`` except label folders (``masks``, ``labels``, ...)."""
+    from sslzoo.data.io import IMAGE_SUFFIXES
+
+    skip = {"masks", "mask", "labels", "label", "annotations", "ground_truth", "groundtruth"}
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not skip & {q.lower() for q in p.parts}
+    )
+
+
+def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int) -> Dataset:
+    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset)."""
+    if isinstance(data, Dataset):
+        return data
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such folder; pass --data a folder of unlabelled images")
+    try:
+        from sslzoo.data.datasets import unlabelled_images
+    except ImportError:
+        unlabelled_images = _fallback_unlabelled_images
+    try:
+        from sslzoo.data.transforms import two_view_transform
+
+        transform = two_view_transform(dataset, size)
+    except ImportError as exc:  # pragma: no cover - the data package ships it
+        raise ConfigError(f"view augmentations unavailable ({exc}); reinstall sslzoo") from exc
+    images = unlabelled_images(path, dataset)
+    if len(images) == 0:
+        raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
+    try:
+        from sslzoo.data.pretext_dataset import TwoViewDataset
+    except ImportError:
+        return _ImageTwoViewDataset(images, transform)
+    return TwoViewDataset(images, transform, size)
+
+
+# ---------------------------------------------------------------------------- callbacks
+def _timing_callback() -> Any:
+    import pytorch_lightning as pl
+
+    class EpochTimer(pl.Callback):
+        """Logs ``time/epoch_seconds`` and ``time/elapsed_seconds`` (wall time, for RQC)."""
+
+        def __init__(self) -> None:
+            self.start = self.epoch_start = 0.0
+
+        def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self.epoch_start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            now = time.perf_counter()
+            module.log("time/epoch_seconds", now - self.epoch_start, on_epoch=True, on_step=False)
+            module.log("time/elapsed_seconds", now - self.start, on_epoch=True, on_step=False)
+
+    return EpochTimer()
+
+
+# ---------------------------------------------------------------------------- API
+def export_baseline(config: PretextConfig, out_dir: str | Path) -> Path:
+    """``random`` / ``imagenet``: nothing to train, export ``resolve_encoder(method)`` as it is."""
+    from sslzoo.models.encoders import resolve_encoder, save_encoder
+
+    encoder, enc_config = resolve_encoder(config.method, backbone=config.backbone)
+    enc_config = enc_config.model_copy(
+        update={"input_size": config.input_size, "training": config.model_dump(mode="json")}
+    )
+    return save_encoder(encoder, out_dir, enc_config)
+
+
+def pretrain(
+    config: PretextConfig,
+    data: str | Path | Dataset | None,
+    out_dir: str | Path,
+    *,
+    devices: int | str | Sequence[int] = "auto",
+    accelerator: str = "auto",
+    precision: str | int | None = None,
+    strategy: str = "auto",
+    resume: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Train ``config.method`` on the unlabelled images of ``data`` and export the backbone to ``out_dir``.
+
+    Baselines (``random``, ``imagenet``) are exported without training (``data`` unused).
+    Exactly one of ``config.max_epochs`` / ``config.max_steps`` bounds the run (both: whichever
+    ends first). With ``resume=True`` training continues from ``out_dir/checkpoints/last.ckpt``
+    when it exists (raise ``max_epochs``/``max_steps`` to train further). Returns ``out_dir``.
+    """
+    out = Path(out_dir)
+    if config.method in BASELINES:
+        return export_baseline(config, out)
+    if config.max_epochs is None and config.max_steps is None:
+        raise ConfigError("say how long to train: set --epochs N or --max-steps N (max_epochs / max_steps)")
+    if data is None:
+        raise ConfigError(f"method {config.method!r} trains on unlabelled images: pass --data FOLDER")
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = two_view_dataset(data, config.dataset, config.input_size)
+    if len(dataset) < config.batch_size:
+        raise ConfigError(
+            f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
+            f"lower --batch-size to at most {len(dataset)} or add images"
+        )
+    samples_per_epoch = (len(dataset) // config.batch_size) * config.batch_size  # drop_last
+    config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
+    method = build_method(config)  # validates method name and params before any work
+
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available() and accelerator != "cpu",
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    checkpoint_dir = out / CHECKPOINT_DIR
+    last = checkpoint_dir / LAST_CHECKPOINT
+    ckpt_path = None
+    if resume:
+        if last.is_file():
+            ckpt_path = str(last)
+        else:
+            log.warning("--resume: no %s yet, starting from scratch", last)
+    elif last.is_file():
+        raise ConfigError(f"{out} already holds a run ({last}); pass --resume to continue it or choose another --out")
+
+    trainer = pl.Trainer(
+        max_epochs=config.max_epochs if config.max_epochs is not None else -1,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        devices=devices,
+        accelerator=accelerator,
+        precision=precision,
+        strategy=strategy,
+        default_root_dir=str(out),
+        logger=CSVLogger(str(out), name="logs"),
+        callbacks=[
+            ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
+            _timing_callback(),
+        ],
+        log_every_n_steps=1,
+        enable_progress_bar=progress,
+        enable_model_summary=progress,
+        num_sanity_val_steps=0,
+    )
+    started = time.perf_counter()
+    trainer.fit(method, train_dataloaders=loader, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - started
+    if not last.is_file():  # runs shorter than an epoch end before the epoch-end checkpoint
+        trainer.save_checkpoint(str(last))
+    if trainer.is_global_zero:
+        method.export_encoder(
+            out,
+            global_step=int(trainer.global_step),
+            epochs_completed=int(trainer.current_epoch),
+            fit_seconds=round(seconds, 3),
+            num_images=len(dataset),
+        )
+    return out
