@@ -27,8 +27,10 @@ serve: $(STAMP)  ## install if needed, then serve the embedded default models
 	  echo "make serve: 'sslzoo serve' is not built yet (see the serving issue); the package is installed in .venv,"; \
 	  echo "try '.venv/bin/sslzoo --help' for what exists today."; exit 3; fi
 
-bench: $(STAMP)
-	$(BIN)/python bench/data.py
+bench: $(STAMP)  ## quick runs of the benchmarks that need no peer checkout
+	$(BIN)/python bench/data.py --quick
+	$(BIN)/python bench/metrics.py
+	$(BIN)/python bench/serve.py --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info
