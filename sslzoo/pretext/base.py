@@ -141,6 +141,16 @@ class PretextMethod(pl.LightningModule):
         """Momentum / EMA updates after each optimiser step; default: nothing."""
 
     # ----------------------------------------------------------------- helpers
+    def gather_across_devices(self, tensor: Tensor, sync_grads: bool = False) -> Tensor:
+        """Concatenate ``tensor`` (N, ...) from all processes (DDP) along dim 0; itself on one device.
+
+        ``sync_grads=True`` keeps gradients (SimCLR's negatives over the global batch); queue keys
+        need none.
+        """
+        if self._trainer is None or self.trainer.world_size <= 1:
+            return tensor
+        return self.all_gather(tensor, sync_grads=sync_grads).flatten(0, 1)
+
     def extra_parameter_count(self) -> int:
         """Δθ: number of parameters (trainable or not) in :meth:`extra_modules`."""
         seen: set[int] = set()

@@ -79,8 +79,8 @@ class DenseCL(MoCo):
         weight = float(self.params["dense_weight"])
         loss = (1.0 - weight) * global_loss + weight * dense_loss
         if self.training:
-            self.queue.enqueue(self.gather_keys(key["global"]))
-            self.dense_queue.enqueue(self.gather_keys(key["dense_mean"]))
+            self.queue.enqueue(self.gather_across_devices(key["global"]))
+            self.dense_queue.enqueue(self.gather_across_devices(key["dense_mean"]))
         return loss, {"global": global_loss.detach(), "dense": dense_loss.detach()}
 
     def after_optimizer_step(self) -> None:

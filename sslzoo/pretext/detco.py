@@ -144,15 +144,9 @@ class DetCo(PretextMethod):
                 logged[term] = logged[term] + self.stage_weights[i] * value.detach()
         if self.training:
             for i in range(len(STAGES)):
-                self.global_queues[i].enqueue(self._gather_keys(key_global[i]))
-                self.local_queues[i].enqueue(self._gather_keys(key_local[i]))
+                self.global_queues[i].enqueue(self.gather_across_devices(key_global[i]))
+                self.local_queues[i].enqueue(self.gather_across_devices(key_local[i]))
         return loss, logged
-
-    def _gather_keys(self, key: Tensor) -> Tensor:
-        """Keys of all devices (DDP) before queueing; the local keys on one device."""
-        if self._trainer is None or self.trainer.world_size <= 1:
-            return key
-        return self.all_gather(key).flatten(0, 1)
 
     def after_optimizer_step(self) -> None:
         """EMA ``θ_k ← m·θ_k + (1 - m)·θ_q`` for the backbone and all heads."""

@@ -57,13 +57,8 @@ class MoCo(PretextMethod):
         query = self.head(self.embed(view1))
         key = self.keys(view2)
         loss = info_nce_loss(query, key, self.queue.features().clone(), float(self.params["temperature"]))
-        self.queue.enqueue(self.gather_keys(key))
+        self.queue.enqueue(self.gather_across_devices(key))
         return loss, {"info_nce": loss.detach()}
-
-    def gather_keys(self, key: Tensor) -> Tensor:
-        if self._trainer is None or self.trainer.world_size <= 1:
-            return key
-        return self.all_gather(key).flatten(0, 1)
 
     def after_optimizer_step(self) -> None:
         m = float(self.params["momentum"])

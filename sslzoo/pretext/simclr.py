@@ -39,12 +39,6 @@ class SimCLR(PretextMethod):
     def training_loss(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z1 = self.projector(self.embed(view1))
         z2 = self.projector(self.embed(view2))
-        z1, z2 = self.gather_embeddings(z1), self.gather_embeddings(z2)
+        z1, z2 = self.gather_across_devices(z1, sync_grads=True), self.gather_across_devices(z2, sync_grads=True)
         loss = nt_xent_loss(z1, z2, float(self.params["temperature"]))
         return loss, {"nt_xent": loss.detach()}
-
-    def gather_embeddings(self, z: Tensor) -> Tensor:
-        """All-gather ``z`` across processes (with gradients) so negatives span the global batch."""
-        if self._trainer is None or self.trainer.world_size <= 1:
-            return z
-        return self.all_gather(z, sync_grads=True).flatten(0, 1)
