@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from sslzoo.cli_common import add_trainer_arguments
 from sslzoo.errors import ConfigError
 
 DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
-
-
-def _devices(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS, help="dataset kind (default: detected from the folder)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto, ...")
-    p.add_argument("--devices", type=_devices, default="auto", help="Lightning devices: N, 'auto' or a list")
-    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed, bf16-mixed, 32")
+    add_trainer_arguments(p, strategy=False)
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(handler=run_finetune)
 

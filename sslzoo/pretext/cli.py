@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from sslzoo.cli_common import add_trainer_arguments
 from sslzoo.errors import ConfigError
 
 DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
@@ -24,10 +25,6 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[key.strip()] = raw
     return params
-
-
-def _devices(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,10 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output folder (weights, config, checkpoints, logs)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    p.add_argument("--devices", type=_devices, default="auto", help="Lightning devices: N, 'auto' or a list")
-    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto, ...")
-    p.add_argument("--precision", default=None, help="Lightning precision, e.g. 16-mixed, bf16-mixed, 32")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    add_trainer_arguments(p, strategy=True)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument(
         "--param",
