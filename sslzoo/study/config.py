@@ -1,0 +1,182 @@
+"""``StudyConfig``: what a study runs (datasets x methods x rates x frozen x seeds), loaded from YAML.
+
+Example (``configs/study/cpu_monuseg.yaml``)::
+
+    name: cpu_monuseg
+    backbone: resnet18
+    datasets:
+      monuseg: {path: /data/monuseg, kind: monuseg, task: instance}
+    methods: [random, simclr, byol, densecl]
+    rates: [0.01, 0.04, 0.16, 0.64, 1.0]
+    frozen: [false, true]
+    seeds: [0, 1]
+    pretrain: {max_steps: 60, batch_size: 16, input_size: 128}
+    finetune: {epochs: 6, tile_size: 128, tiles_per_image: 16}
+
+Dataset paths may use environment variables (``$SSLZOO_SHARED_DATA/monuseg``); relative ones are resolved
+against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sslzoo.errors import ConfigError
+
+Task = Literal["semantic", "instance"]
+
+#: Methods the study knows (CONTRACTS.md section 1): baselines first, then the pretext methods in Table II order.
+BASELINE_METHODS: tuple[str, ...] = ("random", "imagenet")
+PRETEXT_METHODS: tuple[str, ...] = ("autoencoder", "simclr", "byol", "moco", "barlowtwins", "densecl", "detco")
+KNOWN_METHODS: tuple[str, ...] = BASELINE_METHODS + PRETEXT_METHODS
+#: The paper's annotation rates 1 % .. 64 % plus the fully annotated set.
+DEFAULT_RATES: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
+
+
+class DatasetSpec(BaseModel):
+    """One dataset of the study: where it is, which reader (``kind``) and which task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    kind: str | None = Field(None, description="isic2017 | monuseg | dsb2018 | folder; None: detected")
+    task: Task | None = Field(None, description="semantic | instance; None: the dataset's own")
+
+
+class PretrainSettings(BaseModel):
+    """Pretext training of every SSL method (``PretextConfig`` fields shared by all methods)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=2)
+    input_size: int = Field(256, ge=16)
+    lr: float = Field(1e-3, gt=0)
+    max_tiles: int | None = Field(
+        None, ge=2, description="use at most this many view tiles per epoch (evenly spread; CPU configurations)"
+    )
+    workers: int = Field(2, ge=0)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method hyper-parameters (psi)")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PretrainSettings:
+        if self.max_epochs is None and self.max_steps is None:
+            raise ValueError("pretrain needs max_epochs or max_steps (how long to train)")
+        return self
+
+
+class FinetuneSettings(BaseModel):
+    """Fine-tuning settings shared by every run (``FinetuneConfig`` fields except init/rate/frozen/seed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(50, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    tile_size: int = Field(256, ge=32)
+    tiles_per_image: int | None = Field(None, ge=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    patience: int = Field(10, ge=1)
+    eval_split: str | None = None
+    workers: int = Field(2, ge=0)
+
+
+class StudyConfig(BaseModel):
+    """A whole study: the grid, the pretraining and fine-tuning settings, and the IQC interval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    backbone: str = "resnet50"
+    datasets: dict[str, DatasetSpec]
+    methods: list[str] = Field(default_factory=lambda: list(KNOWN_METHODS))
+    rates: list[float] = Field(default_factory=lambda: list(DEFAULT_RATES))
+    frozen: list[bool] = Field(default_factory=lambda: [False, True])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    pretrain: PretrainSettings
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    iqc_lower: float = Field(0.01, gt=0, description="IQC interval b (CONTRACTS.md section 3)")
+    iqc_upper: float = Field(0.64, le=1, description="IQC interval a")
+    keep_checkpoints: bool = Field(False, description="keep each finished run's Lightning checkpoints (large)")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in KNOWN_METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; known: {', '.join(KNOWN_METHODS)}")
+        if len(set(methods)) != len(methods):
+            raise ValueError("methods must not repeat")
+        return methods
+
+    @field_validator("rates")
+    @classmethod
+    def _valid_rates(cls, rates: list[float]) -> list[float]:
+        bad = [r for r in rates if not 0.0 < r <= 1.0]
+        if bad:
+            raise ValueError(f"rates must lie in (0, 1] (0.04 means 4 %), got {bad}")
+        if len(set(rates)) != len(rates):
+            raise ValueError("rates must not repeat")
+        return sorted(rates)
+
+    @field_validator("seeds", "frozen")
+    @classmethod
+    def _distinct(cls, values: list[Any]) -> list[Any]:
+        if not values or len(set(values)) != len(values):
+            raise ValueError("must be a non-empty list without repeats")
+        return values
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> StudyConfig:
+        if not self.datasets:
+            raise ValueError("datasets is empty; name at least one {name: {path, kind, task}}")
+        if "random" not in self.methods or False not in self.frozen or 1.0 not in self.rates:
+            raise ValueError(
+                "IQC needs the reference run (random init, not frozen, rate 1.0): keep 'random' in methods, "
+                "false in frozen and 1.0 in rates"
+            )
+        if not self.iqc_lower < self.iqc_upper:
+            raise ValueError(f"iqc_lower must be below iqc_upper, got {self.iqc_lower} and {self.iqc_upper}")
+        if min(self.rates) > self.iqc_lower + 1e-9 or max(self.rates) < self.iqc_upper - 1e-9:
+            raise ValueError(
+                f"rates {self.rates} do not cover the IQC interval [{self.iqc_lower}, {self.iqc_upper}]; "
+                "add rates or set iqc_lower / iqc_upper"
+            )
+        return self
+
+    @property
+    def pretext_methods(self) -> list[str]:
+        """The methods that need pretraining (not the baselines)."""
+        return [m for m in self.methods if m not in BASELINE_METHODS]
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read a study YAML; relative dataset paths are taken relative to the YAML's folder."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study config; pass a YAML file such as configs/study/cpu_monuseg.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study config is a YAML mapping with name, datasets, methods, ...")
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
+    for spec in config.datasets.values():
+        spec.path = Path(os.path.expandvars(str(spec.path))).expanduser()
+        if not spec.path.is_absolute():
+            spec.path = (path.parent / spec.path).resolve()
+    return config
