@@ -22,7 +22,6 @@ import io
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,17 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from sslzoo.serving.server import free_ports  # noqa: E402
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def png_bytes(image: np.ndarray) -> bytes:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from sslzoo.serving.server import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +36,6 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _make_models(root: Path) -> dict[str, Path]:
@@ -87,7 +78,7 @@ def server(tmp_path_factory):
     models = _make_models(root / "models")
     workdir, cwd = root / "work", root / "cwd"
     cwd.mkdir()
-    ports = _free_ports(5)
+    ports = free_ports(5)
     # the repository's config.properties with a small request limit, to see the frontend's 413
     template = (Path(__file__).resolve().parents[1] / "docker" / "config.properties").read_text()
     template = template.replace("max_request_size=104857600", f"max_request_size={REQUEST_LIMIT}")

@@ -117,6 +117,20 @@ def render_properties(config: ServeConfig, store: Path, models: list[str]) -> st
     return "\n".join(f"{key}={value}" for key, value in props.items()) + "\n"
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago (for tests, benchmarks, ad hoc servers)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def check_ports_free(config: ServeConfig) -> None:
     """Raise :class:`ConfigError` naming the option to change when a port is taken or given twice."""
     import socket
