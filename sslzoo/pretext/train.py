@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,72 +24,34 @@ from sslzoo.pretext.registry import BASELINES, build_method
 
 log = logging.getLogger(__name__)
 
-KNOWN_DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 
 
 def guess_dataset(data: str | Path) -> str:
     """``monuseg`` / ``isic2017`` / ``dsb2018`` when the folder is named so, else ``folder``."""
+    from sslzoo.data.datasets import DATASET_KINDS
+
     name = Path(data).resolve().name.lower()
-    return name if name in KNOWN_DATASETS else "folder"
+    return name if name in DATASET_KINDS else "folder"
 
 
 # ---------------------------------------------------------------------------- data
-class _ImageTwoViewDataset(Dataset):
-    """Private fallback of ``sslzoo.data.pretext_dataset.TwoViewDataset``: two views of each image."""
-
-    def __init__(self, images: Sequence[Any], transform: Any):
-        self.images = list(images)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from sslzoo.data.io import read_image
-
-        item = self.images[index]
-        image = np.asarray(item) if isinstance(item, np.ndarray) else read_image(item)
-        return self.transform(image)
-
-
-def _fallback_unlabelled_images(path: Path, dataset: str) -> list[Path]:
-    """Every image under ``path`` except label folders (``masks``, ``labels``, ...)."""
-    from sslzoo.data.io import IMAGE_SUFFIXES
-
-    skip = {"masks", "mask", "labels", "label", "annotations", "ground_truth", "groundtruth"}
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not skip & {q.lower() for q in p.parts}
-    )
-
-
 def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int) -> Dataset:
     """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset)."""
+    from sslzoo.data.datasets import unlabelled_images
+    from sslzoo.data.pretext_dataset import TwoViewDataset
+    from sslzoo.data.transforms import two_view_transform
+
     if isinstance(data, Dataset):
         return data
     path = Path(data)
     if not path.exists():
         raise DataError(f"{path}: no such folder; pass --data a folder of unlabelled images")
-    try:
-        from sslzoo.data.datasets import unlabelled_images
-    except ImportError:
-        unlabelled_images = _fallback_unlabelled_images
-    try:
-        from sslzoo.data.transforms import two_view_transform
-
-        transform = two_view_transform(dataset, size)
-    except ImportError as exc:  # pragma: no cover - the data package ships it
-        raise ConfigError(f"view augmentations unavailable ({exc}); reinstall sslzoo") from exc
+    transform = two_view_transform(dataset, size)
     images = unlabelled_images(path, dataset)
     if len(images) == 0:
         raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
-    try:
-        from sslzoo.data.pretext_dataset import TwoViewDataset
-    except ImportError:
-        return _ImageTwoViewDataset(images, transform)
     return TwoViewDataset(images, transform, size)
 
 
