@@ -267,6 +267,9 @@ def test_simple_layout_instance_masks_labels_and_splits(tmp_path: Path) -> None:
     np.testing.assert_array_equal(index.read_mask(index.split("train")[0]), _instance_mask([1, 2, 3]))
     np.testing.assert_array_equal(index.read_mask(index.split("train")[1]), _instance_mask([1]))
     assert len(unlabelled_images(root)) == 4
+    assert [p.stem for p in unlabelled_images(root, skip_splits=["val"])] == ["a", "b", "d"]  # scored images kept out
+    with pytest.raises(ConfigError, match=r"no split named 'test' to skip"):
+        unlabelled_images(root, skip_splits=["test"])
     with pytest.raises(ConfigError, match=r"no split 'test'; available splits: train, val, unlabeled"):
         index.split("test")
     with pytest.raises(DataError, match=r"sample 'd' \(split 'unlabeled'\) has no mask"):

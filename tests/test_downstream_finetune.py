@@ -261,3 +261,33 @@ def test_same_seed_gives_the_same_run(tmp_path):
     second = finetune(config, data, tmp_path / "b", accelerator="cpu", progress=False)
     assert first.loss_history == second.loss_history and first.score == second.score
     assert first.val_history == [] and first.n_train_tiles == 2  # no validation tiles: 50 % of 3 training images
+
+
+def test_input_size_squeezes_whole_images_for_training_and_inference(tmp_path):
+    data = write_lesion_dataset(tmp_path / "data", {"train": 4, "val": 2}, size=96)
+    index = open_dataset(data)
+    prepared = prepare_data(index, "semantic", 1.0, 0, 0.0, 64, resize_to=64)
+    assert prepared.train.images.shape == (4, 64, 64, 3) and len(prepared.train) == 4  # one tile per image
+    assert set(np.unique(prepared.train.labels)) <= {0, 1}
+
+    config = FinetuneConfig(**TINY | {"epochs": 1, "val_fraction": 0.0}, input_size=64)
+    result = finetune(config, data, tmp_path / "run", accelerator="cpu", progress=False)
+    segmenter = Segmenter.from_pretrained(tmp_path / "run")
+    assert segmenter.config.resize_to == 64 and result.n_eval_images == 2
+    image = index.read_image(index.labelled()[0])
+    assert segmenter.predict(image).shape == image.shape[:2] == (96, 96)
+
+
+def test_input_size_is_refused_for_instance_models_and_bad_sizes(nuclei_dir, tmp_path):
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        FinetuneConfig(input_size=100)
+    with pytest.raises(ConfigError, match="semantic segmentation only"):
+        finetune(FinetuneConfig(**TINY, input_size=64), nuclei_dir, tmp_path / "x", accelerator="cpu", progress=False)
+
+
+def test_max_steps_ending_mid_epoch_with_validation_finishes(lesion_dir, tmp_path):
+    """Early stopping is checked after validation only: a run that stops mid-epoch must not crash."""
+    config = FinetuneConfig(**TINY | {"batch_size": 1, "epochs": 5}, max_steps=7, val_fraction=0.2)
+    result = finetune(config, lesion_dir, tmp_path / "run", accelerator="cpu", progress=False)
+    assert result.epochs >= 1 and 0.0 <= result.score <= 1.0
+    assert json.loads((tmp_path / "run" / "segmenter.json").read_text())["training"]["global_step"] == 7

@@ -44,3 +44,19 @@ def test_bad_inputs():
         seg.predict(np.zeros((10, 10), np.uint8))
     with pytest.raises(NotFoundError):
         Segmenter.from_pretrained("/nonexistent")
+
+
+def test_resize_to_runs_the_model_on_the_squeezed_image_and_returns_the_input_size():
+    import cv2
+
+    seg = _segmenter("semantic")
+    seg.config.resize_to = 64
+    image = np.random.default_rng(2).integers(0, 255, (90, 200, 3), dtype=np.uint8)
+    out_map = seg.predict_map(image)
+    assert out_map.shape == (90, 200) and seg.predict(image).shape == (90, 200)
+    squeezed = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(seg.predict_tiles(squeezed), (200, 90), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(out_map, expected, atol=1e-5)
+    # without resize_to the same model sees a different (unsqueezed) image
+    seg.config.resize_to = None
+    assert not np.allclose(seg.predict_map(image), out_map, atol=1e-3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -409,8 +410,16 @@ def open_dataset(path: str | Path, dataset: str | None = None) -> DatasetIndex:
     return index
 
 
-def unlabelled_images(path: str | Path, dataset: str | None = None) -> list[Path]:
-    """Every image usable for pretraining: all splits of a dataset (``unlabeled/`` included) or,
-    for a plain folder, every image found recursively. Sorted by split, then id."""
+def unlabelled_images(path: str | Path, dataset: str | None = None, skip_splits: Sequence[str] = ()) -> list[Path]:
+    """Every image usable for pretraining: all splits of a dataset (``unlabeled/`` included) except
+    ``skip_splits`` (e.g. ``("val",)`` to keep scored images out of pretraining) or, for a plain
+    folder, every image found recursively. Sorted by split, then id."""
     index = open_dataset(path, dataset)
-    return [s.image for s in sorted(index.samples, key=lambda s: (_split_sort_key(s.split), s.id))]
+    unknown = sorted(set(skip_splits) - {s.split for s in index.samples})
+    if unknown:
+        raise ConfigError(
+            f"{index.root}: no split named {', '.join(map(repr, unknown))} to skip; its splits are "
+            f"{', '.join(sorted({s.split for s in index.samples}))}"
+        )
+    kept = [s for s in index.samples if s.split not in set(skip_splits)]
+    return [s.image for s in sorted(kept, key=lambda s: (_split_sort_key(s.split), s.id))]

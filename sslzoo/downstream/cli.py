@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--tile-size", type=int, default=256, help="training tile size in pixels (default 256)")
     p.add_argument("--tiles-per-image", type=int, help="use at most N tiles per training image (CPU runs)")
+    p.add_argument(
+        "--input-size",
+        type=int,
+        help="semantic only: squeeze whole images to N x N for training and inference (e.g. 128 for ISIC "
+        "dermoscopy, whose lesions fill the frame); the mask comes back at the input's size. Default: native "
+        "resolution, tiled",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of tiles for validation (default 0.1)")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
     p.add_argument("--eval-split", help="split to score (default: test, else val, else a fixed 20 %% hold-out)")
@@ -69,6 +76,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             lr=args.lr,
             tile_size=args.tile_size,
             tiles_per_image=args.tiles_per_image,
+            input_size=args.input_size,
             val_fraction=args.val_fraction,
             patience=args.patience,
             eval_split=args.eval_split,

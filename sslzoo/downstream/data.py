@@ -205,6 +205,20 @@ class TileSet(Dataset):
         return out["image"], torch.as_tensor(out["distance"], dtype=torch.float32)[None]
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Squeeze an ``H x W x C`` image to ``size x size`` (area interpolation; aspect ratio not kept)."""
+    import cv2
+
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
+    """Squeeze a label map to ``size x size`` with nearest-neighbour sampling (labels stay labels)."""
+    import cv2
+
+    return cv2.resize(labels.astype(np.int32), (size, size), interpolation=cv2.INTER_NEAREST)
+
+
 def seed_worker_transform(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
 
@@ -228,8 +242,13 @@ def load_tiles(
     tiles_per_image: int | None,
     task: Task,
     progress: bool = False,
+    resize_to: int | None = None,
 ) -> TileSet:
-    """Read the tiles of ``samples`` whose ids are in ``wanted`` (all when ``None``) into a :class:`TileSet`."""
+    """Read the tiles of ``samples`` whose ids are in ``wanted`` (all when ``None``) into a :class:`TileSet`.
+
+    ``resize_to``: each whole image is first squeezed to ``resize_to x resize_to`` (area interpolation;
+    masks nearest-neighbour), then tiled.
+    """
     from tqdm.auto import tqdm
 
     ids: list[str] = []
@@ -240,12 +259,15 @@ def load_tiles(
     from sslzoo.data.datasets import read_image_size
 
     for sample in tqdm(samples, desc="reading tiles", disable=not progress, leave=False):
-        grid = image_tiles(*read_image_size(sample.image), tile_size, tiles_per_image)
+        size = (resize_to, resize_to) if resize_to else read_image_size(sample.image)
+        grid = image_tiles(*size, tile_size, tiles_per_image)
         chosen = [t for t in grid if wanted is None or tile_id(sample, t) in wanted]
         if not chosen:  # only images with a chosen tile are decoded
             continue
         image = index.read_image(sample)
         mask = index.read_mask(sample)
+        if resize_to:
+            image, mask = resize_image(image, resize_to), resize_labels(mask, resize_to)
         distance = distance_map_target(mask) if task == "instance" else None
         for t in chosen:
             window = (slice(t.y, t.y + t.h), slice(t.x, t.x + t.w))
@@ -299,15 +321,16 @@ def prepare_data(
     tiles_per_image: int | None = None,
     eval_split: str | None = None,
     progress: bool = False,
+    resize_to: int | None = None,
 ) -> FinetuneData:
-    """Apply the rules of the module docstring and read the chosen tiles."""
+    """Apply the rules of the module docstring and read the chosen tiles (``resize_to``: see :func:`load_tiles`)."""
     from sslzoo.data.datasets import read_image_size
 
     split = split_train_eval(index, eval_split)
-    sizes = [read_image_size(s.image) for s in split.train]
+    sizes = [(resize_to, resize_to) if resize_to else read_image_size(s.image) for s in split.train]
     selection = select_tiles(all_tile_ids(split.train, sizes, tile_size, tiles_per_image), rate, seed, val_fraction)
     wanted = set(selection.train) | set(selection.val)
-    tiles = load_tiles(index, split.train, wanted, tile_size, tiles_per_image, task, progress)
+    tiles = load_tiles(index, split.train, wanted, tile_size, tiles_per_image, task, progress, resize_to)
     train = tiles.subset(selection.train)
     val = tiles.subset(selection.val) if selection.val else None
     return FinetuneData(task, split, selection, train, val)

@@ -82,6 +82,11 @@ class FinetuneConfig(BaseModel):
     lr: float = 1e-3
     tile_size: int = 256
     tiles_per_image: int | None = Field(None, description="keep at most this many tiles per image (CPU configs)")
+    input_size: int | None = Field(
+        None,
+        description="semantic only: squeeze every whole image to input_size x input_size (aspect not kept) for "
+        "training, and at inference (the mask is resized back); None: native resolution, tiled",
+    )
     val_fraction: float = 0.1
     patience: int = 10
     eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
@@ -99,6 +104,8 @@ class FinetuneConfig(BaseModel):
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tile_size % 32:
             problems.append(f"tile_size must be a multiple of 32 (U-Net downsamples 5 times), got {self.tile_size}")
+        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
+            problems.append(f"input_size must be a multiple of 32 (>= 32), got {self.input_size}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1, got {self.max_steps}")
         if self.tiles_per_image is not None and self.tiles_per_image < 1:
@@ -346,6 +353,11 @@ def finetune(
             f"{index.root}: holds {index.task} masks but task {config.task!r} was requested; "
             f"drop --task or pass --task {index.task}"
         )
+    if config.input_size is not None and task != "semantic":
+        raise ConfigError(
+            f"input_size (whole-image resizing) is for semantic segmentation only; {task} models work at the "
+            "images' native resolution (object sizes and distances are in pixels): drop --input-size"
+        )
     config = config.model_copy(update={"task": task})
 
     stored = load_result(out)
@@ -368,7 +380,7 @@ def finetune(
     model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen)
     prepared = prepare_data(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
-        config.tiles_per_image, config.eval_split, progress,
+        config.tiles_per_image, config.eval_split, progress, config.input_size,
     )  # fmt: skip
     mean, std = encoder_config.mean, encoder_config.std
     augment = downstream_transform(True, config.tile_size, mean, std)
@@ -392,6 +404,11 @@ def finetune(
     checkpoint = ModelCheckpoint(
         dirpath=str(out / CHECKPOINT_DIR), save_top_k=0, save_last=True, train_time_interval=CHECKPOINT_INTERVAL
     )
+    # checked after validation only: a run that ends (max_steps) or resumes mid-epoch reaches the
+    # train-epoch end before any val/loss of that epoch exists
+    stopping = EarlyStopping(
+        monitor=monitor, mode="min", patience=config.patience, check_on_train_epoch_end=val_loader is None
+    )
     trainer = pl.Trainer(
         max_epochs=config.epochs if config.max_steps is None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
@@ -400,7 +417,7 @@ def finetune(
         precision=precision,
         default_root_dir=str(out),
         logger=False,
-        callbacks=[EarlyStopping(monitor=monitor, mode="min", patience=config.patience), history, best, checkpoint],
+        callbacks=[stopping, history, best, checkpoint],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -441,6 +458,7 @@ def finetune(
         mean=mean,
         std=std,
         tile_size=config.tile_size,
+        resize_to=config.input_size,
         training=training_record,
     )
     segmenter = Segmenter(module.model.cpu(), segmenter_config).to(device)

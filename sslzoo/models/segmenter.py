@@ -7,8 +7,9 @@ task, encoder init, normalisation, tiling, threshold / watershed parameters, tra
 record, scores). ``README.md`` is the model card.
 
 Inference (:meth:`Segmenter.predict`) is one code path for the CLI, the study and the
-server: pad + tile the image (``sslzoo.data.tiling``), run the U-Net on batches of tiles,
-stitch the per-pixel output with linear blending, then
+server: (with ``resize_to``, squeeze the whole image to the training size first,) pad + tile
+the image (``sslzoo.data.tiling``), run the U-Net on batches of tiles, stitch the per-pixel
+output with linear blending (resized back to the image's size), then
 
 - semantic: foreground = sigmoid(logit) > ``threshold`` → 0/1 mask;
 - instance: the output is the predicted distance map → seeded watershed
@@ -49,6 +50,11 @@ class SegmenterConfig(BaseModel):
     std: tuple[float, float, float] = IMAGENET_STD
     tile_size: int = 256
     tile_overlap: int = 64
+    resize_to: int | None = Field(
+        None,
+        description="semantic: squeeze the whole image to resize_to x resize_to (as in training) and resize the "
+        "probability map back to the image's size; None: native resolution, tiled",
+    )
     threshold: float = Field(0.5, description="semantic: foreground when sigmoid(logit) > threshold")
     watershed: WatershedParams = Field(default_factory=WatershedParams)
     microns_per_pixel: float | None = None
@@ -101,6 +107,19 @@ class Segmenter:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
             raise DataError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
+        height, width = image.shape[:2]
+        if self.config.resize_to:
+            import cv2
+
+            from sslzoo.downstream.data import resize_image
+
+            small = self.predict_tiles(resize_image(image, self.config.resize_to), batch_size)
+            return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        return self.predict_tiles(image, batch_size)
+
+    @torch.no_grad()
+    def predict_tiles(self, image: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """:meth:`predict_map` at the image's own resolution: overlapping tiles, stitched with linear blending."""
         height, width = image.shape[:2]
         size = self.config.tile_size
         overlap = min(self.config.tile_overlap, size // 2)

@@ -49,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train for N epochs")
     length.add_argument("--max-steps", type=int, help="train for N optimiser steps")
+    p.add_argument(
+        "--skip-split",
+        action="append",
+        default=[],
+        metavar="SPLIT",
+        help="leave this split's images out of pretraining (repeatable), e.g. --skip-split val to keep the images "
+        "you will score on unseen",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--input-size", type=int, default=256, help="crop size in pixels (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (default 1e-3)")
@@ -128,6 +136,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
         resume=args.resume,
         workers=args.workers,
         progress=not args.no_progress,
+        skip_splits=args.skip_split,
     )
     print(f"exported {args.method} {args.backbone} encoder to {out}/model.safetensors")
     return 0

@@ -37,8 +37,10 @@ def guess_dataset(data: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------- data
-def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int) -> Dataset:
-    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset)."""
+def two_view_dataset(
+    data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = ()
+) -> Dataset:
+    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``."""
     from sslzoo.data.datasets import unlabelled_images
     from sslzoo.data.pretext_dataset import TwoViewDataset
     from sslzoo.data.transforms import two_view_transform
@@ -49,7 +51,7 @@ def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int) -> Dat
     if not path.exists():
         raise DataError(f"{path}: no such folder; pass --data a folder of unlabelled images")
     transform = two_view_transform(dataset, size)
-    images = unlabelled_images(path, dataset)
+    images = unlabelled_images(path, dataset, skip_splits)
     if len(images) == 0:
         raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
     return TwoViewDataset(images, transform, size)
@@ -103,6 +105,7 @@ def pretrain(
     resume: bool = False,
     workers: int = 2,
     progress: bool = True,
+    skip_splits: Sequence[str] = (),
 ) -> Path:
     """Train ``config.method`` on the unlabelled images of ``data`` and export the backbone to ``out_dir``.
 
@@ -124,7 +127,7 @@ def pretrain(
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = two_view_dataset(data, config.dataset, config.input_size)
+    dataset = two_view_dataset(data, config.dataset, config.input_size, skip_splits)
     if len(dataset) < config.batch_size:
         raise ConfigError(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
