@@ -1,9 +1,9 @@
-"""The model zoo on the Hugging Face Hub: names, registry, model cards, publish and pull.
+"""The model zoo on the Hugging Face Hub: names, registry, model cards, publish, pull and packaging.
 
 Exports are loaded lazily so that importing ``sslzoo.hub`` (as the CLI does for ``--help``)
-does not import torch or ``huggingface_hub``. The upload and download functions live in their
-modules (``sslzoo.hub.publish.publish``, ``sslzoo.hub.pull.pull``): a package attribute of the same
-name as a submodule would be shadowed by it.
+does not import torch or ``huggingface_hub``. The upload, download and packaging functions live in
+their modules (``sslzoo.hub.publish.publish``, ``sslzoo.hub.pull.pull``, ``sslzoo.hub.package.package``):
+a package attribute of the same name as a submodule would be shadowed by it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "PublishResult": "publish",
     "file_hashes": "publish",
     "PullResult": "pull",
+    "PackageResult": "package",
     "resolve_alias": "defaults",
     "defaults_dir": "defaults",
 }

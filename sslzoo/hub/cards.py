@@ -315,6 +315,13 @@ def build_card(
         channels = config.in_channels
         encoder_init = None
     method_title = METHOD_TITLES.get(config.method, config.method)
+    limitations = list(extra_limitations or [])
+    if config.weights_dtype != "float32":
+        limitations.append(
+            f"The weights are stored in {config.weights_dtype} to keep the files small; loading converts them to "
+            "float32. Outputs differ from the float32 original by rounding only (typically below 1e-2), which can "
+            "move a few boundary pixels."
+        )
     template_kwargs = {
         "title": f"{name} — {method_title} {config.backbone} {kind} ({data.title})",
         "summary": (
@@ -350,7 +357,7 @@ def build_card(
         "evaluation": [(k, f"{v:.4f}") for k, v in values.items()],
         "evaluation_note": note + (f" Data: {evaluation_dataset}." if evaluation_dataset else ""),
         "threshold": getattr(config, "threshold", 0.5),
-        "extra_limitations": extra_limitations or [],
+        "extra_limitations": limitations,
         "citations": "\n".join(c for c in (PAPER_CITATION, data.citation) if c),
     }
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **template_kwargs)

@@ -1,4 +1,4 @@
-"""Zoo commands: ``sslzoo publish``, ``sslzoo pull``, ``sslzoo zoo list`` and ``sslzoo zoo card``."""
+"""Zoo commands: ``sslzoo publish``, ``sslzoo pull`` and ``sslzoo zoo list`` | ``card`` | ``package``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import sys
 
 from sslzoo.hub.names import DEFAULT_NAMESPACE, NAME_FORMAT, NAMESPACE_ENV
+
+WEIGHTS_DTYPES = ("float16", "bfloat16", "float32")  # sslzoo.models.encoders.WeightsDtype; no torch import for --help
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     zoo = subparsers.add_parser(
         "zoo",
-        help="the model zoo: list entries, write model cards",
+        help="the model zoo: list entries, write model cards, package compact entries",
         description="Inspect the model zoo: which encoders and segmenters exist and where they live.",
     )
     zoo_commands = zoo.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
@@ -122,6 +124,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     card.add_argument("--evaluation-dataset", default=None, metavar="TEXT", help="what the evaluation ran on")
     card.add_argument("--out", default=None, metavar="FILE", help="where to write (default DIR/README.md)")
     card.set_defaults(handler=_card)
+
+    pack = zoo_commands.add_parser(
+        "package",
+        help="make a compact zoo entry (float16 weights, config, model card) from a model folder",
+        description=(
+            "Copy what zoo entry ENTRY needs from SRC (encoder: model.safetensors + config.json; segmenter: also "
+            "segmenter.json; no checkpoints, logs or results) into DIR/ENTRY, store the weights' floating-point "
+            "tensors in --dtype (recorded as weights_dtype in the config), write the model card and print the "
+            "sizes. ENTRY must agree with SRC's config. Loading the entry gives a float32 model. The embedded "
+            "defaults are packaged with --out sslzoo/zoo."
+        ),
+    )
+    pack.add_argument("folder", metavar="SRC", help="model folder from 'sslzoo pretrain' or 'sslzoo finetune'")
+    pack.add_argument("--name", required=True, metavar="ENTRY", help=f"zoo name: {NAME_FORMAT}")
+    pack.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder of zoo entries: writes DIR/ENTRY (DIR itself if named ENTRY), replacing a previous package",
+    )
+    pack.add_argument(
+        "--dtype", default="float16", choices=WEIGHTS_DTYPES, help="storage dtype of the weights (default float16)"
+    )
+    pack.add_argument(
+        "--evaluation",
+        default=None,
+        metavar="JSON",
+        help="evaluation results for the card (default: SRC/evaluation.json, else the segmenter's own metrics)",
+    )
+    pack.add_argument("--card-to", default=None, metavar="FOLDER", help="also copy the card to FOLDER/ENTRY.md")
+    pack.add_argument("--json", action="store_true", help="print the result as JSON")
+    pack.set_defaults(handler=_package)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -216,4 +250,39 @@ def _card(args: argparse.Namespace) -> int:
         evaluation_dataset=args.evaluation_dataset,
     )
     print(path)
+    return 0
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    return f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
+
+
+def _package(args: argparse.Namespace) -> int:
+    from sslzoo.hub.package import package
+    from sslzoo.hub.publish import load_evaluation
+
+    result = package(
+        args.folder,
+        args.name,
+        args.out,
+        dtype=args.dtype,
+        evaluation=load_evaluation(args.evaluation),
+        card_to=args.card_to,
+    )
+    if args.json:
+        print(result.model_dump_json(indent=2))
+        return 0
+    print(f"packaged {result.name} ({result.kind}, {result.weights_dtype} weights) in {result.folder}")
+    before = sum(f.source_bytes or 0 for f in result.files)
+    after = sum(f.bytes for f in result.files)
+    rows = [("file", "source", "packaged")]
+    rows += [(f.name, _size(f.source_bytes), _size(f.bytes)) for f in result.files]
+    rows.append(("total", _size(before), f"{_size(after)} ({after / max(before, 1):.0%})"))
+    width = max(len(r[0]) for r in rows)
+    for row in rows:
+        print(f"  {row[0]:<{width}}  {row[1]:>9}  {row[2]:>9}")
+    if result.card_copy:
+        print(f"card copied to {result.card_copy}")
     return 0

@@ -4,15 +4,17 @@ An encoder is an smp ResNet encoder (a torchvision ``ResNet`` without ``fc``) wh
 ``forward`` returns the feature pyramid ``[x, stage1, ..., stage5]``. On disk it is a
 folder holding ``model.safetensors`` (the encoder's smp/torchvision key names, no
 ``fc.*``), so that ``smp.Unet(backbone).encoder.load_state_dict(sd)`` loads it
-strictly, and ``config.json`` (:class:`EncoderConfig`).
+strictly, and ``config.json`` (:class:`EncoderConfig`). Weights may be stored in float16 or
+bfloat16 (compact zoo entries, ``sslzoo zoo package``); loading copies them into the float32 modules.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, Field
@@ -29,6 +31,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
+#: Storage dtype of the floating-point tensors in ``model.safetensors``.
+WeightsDtype = Literal["float32", "float16", "bfloat16"]
+WEIGHTS_DTYPES: tuple[str, ...] = get_args(WeightsDtype)
+
 
 class EncoderConfig(BaseModel):
     """``config.json`` of an exported encoder."""
@@ -41,6 +47,7 @@ class EncoderConfig(BaseModel):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     out_channels: list[int] = Field(default_factory=list)
+    weights_dtype: WeightsDtype = Field("float32", description="storage dtype of model.safetensors' float tensors")
     training: dict[str, Any] = Field(default_factory=dict)
     code_version: str = __version__
     created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
@@ -62,6 +69,14 @@ def create_encoder(backbone: str = "resnet50", weights: str | None = None, in_ch
     return get_encoder(backbone, in_channels=in_channels, depth=5, weights=weights)
 
 
+def weights_dtype_of(state: Mapping[str, torch.Tensor]) -> WeightsDtype:
+    """The dtype name of the floating-point tensors of ``state`` (``float32`` when it has none)."""
+    dtypes = {str(v.dtype).removeprefix("torch.") for v in state.values() if v.is_floating_point()}
+    if len(dtypes) > 1 or not dtypes <= set(WEIGHTS_DTYPES):
+        raise DataError(f"weights mix or use unsupported float dtypes {sorted(dtypes)}; use one of {WEIGHTS_DTYPES}")
+    return dtypes.pop() if dtypes else "float32"  # type: ignore[return-value]
+
+
 def encoder_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's weights under smp/torchvision names, without ``fc.*``, contiguous, on CPU."""
     return {
@@ -77,9 +92,14 @@ def save_encoder(encoder: nn.Module, out_dir: str | Path, config: EncoderConfig)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not config.out_channels:
-        config = config.model_copy(update={"out_channels": list(getattr(encoder, "out_channels", []))})
-    save_file(encoder_state_dict(encoder), str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    state = encoder_state_dict(encoder)
+    config = config.model_copy(
+        update={
+            "out_channels": config.out_channels or list(getattr(encoder, "out_channels", [])),
+            "weights_dtype": weights_dtype_of(state),
+        }
+    )
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
     (out / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
     return out
 

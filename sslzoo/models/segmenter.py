@@ -4,7 +4,8 @@ On disk a segmenter is a folder written by :meth:`Segmenter.save_pretrained`:
 ``model.safetensors`` + ``config.json`` from smp's own ``save_pretrained`` (so
 ``smp.from_pretrained(folder)`` also works) and ``segmenter.json`` (:class:`SegmenterConfig`:
 task, encoder init, normalisation, tiling, threshold / watershed parameters, training
-record, scores). ``README.md`` is the model card.
+record, scores, the storage dtype of the weights). ``README.md`` is the model card. Compact zoo
+entries store float16 weights (``sslzoo zoo package``); loading copies them into a float32 model.
 
 Inference (:meth:`Segmenter.predict`) is one code path for the CLI, the study and the
 server: (with ``resize_to``, squeeze the whole image to the training size first,) pad + tile
@@ -32,7 +33,7 @@ from sslzoo.data.tiling import extract_tiles, stitch_tiles
 from sslzoo.data.transforms import normalize_to_tensor
 from sslzoo.downstream.watershed import WatershedParams, distance_to_instances
 from sslzoo.errors import DataError, NotFoundError
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD, WeightsDtype, weights_dtype_of
 
 SEGMENTER_FILE = "segmenter.json"
 Task = Literal["semantic", "instance"]
@@ -58,6 +59,7 @@ class SegmenterConfig(BaseModel):
     threshold: float = Field(0.5, description="semantic: foreground when sigmoid(logit) > threshold")
     watershed: WatershedParams = Field(default_factory=WatershedParams)
     microns_per_pixel: float | None = None
+    weights_dtype: WeightsDtype = Field("float32", description="storage dtype of model.safetensors' float tensors")
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     code_version: str = __version__
@@ -84,7 +86,8 @@ class Segmenter:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(str(folder))
-        (folder / SEGMENTER_FILE).write_text(self.config.model_dump_json(indent=2) + "\n")
+        config = self.config.model_copy(update={"weights_dtype": weights_dtype_of(self.model.state_dict())})
+        (folder / SEGMENTER_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         return folder
 
     @classmethod
