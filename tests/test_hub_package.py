@@ -196,6 +196,14 @@ def test_cli_packages_copies_the_card_and_zoo_list_shows_the_entry(
     out = capsys.readouterr().out
     assert f"packaged {name} (segmenter, float16 weights)" in out and "57." in out and "(50%)" in out
     assert (cards / f"{name}.md").read_text() == (zoo / name / "README.md").read_text()
+    assert "How this model was made" not in (cards / f"{name}.md").read_text()
+    notes = tmp_path / "made.md"
+    notes.write_text("Fine-tuned with `sslzoo finetune --rate 1.0` in 42 minutes.\n")
+    assert main(argv + ["--provenance", str(notes)]) == 0
+    card = (zoo / name / "README.md").read_text()
+    assert "## How this model was made\n\nFine-tuned with `sslzoo finetune --rate 1.0` in 42 minutes." in card
+    assert main(argv + ["--provenance", str(tmp_path / "missing.md")]) != 0
+    assert "missing.md: no such file" in capsys.readouterr().err
     assert main(argv[:-2] + ["--dtype", "bfloat16", "--json"]) == 0  # replaces the previous package
     assert json.loads(capsys.readouterr().out)["weights_dtype"] == "bfloat16"
     assert set(_dtypes(zoo / name / "model.safetensors").values()) == {torch.bfloat16, torch.int64}

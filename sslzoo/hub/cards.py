@@ -37,7 +37,7 @@ PAPER_CITATION = """@article{rettenberger2023ssl,
   number  = {9},
   pages   = {2519--2528},
   year    = {2023},
-  doi     = {10.1109/TBME.2023.3252889}
+  note    = {PMID: 37028023}
 }"""
 
 
@@ -213,8 +213,12 @@ def build_card(
     evaluation: dict[str, Any] | None = None,
     evaluation_dataset: str | None = None,
     extra_limitations: list[str] | None = None,
+    provenance: str | None = None,
 ) -> ModelCard:
     """The model card of zoo entry ``name`` made with ``config``.
+
+    ``provenance`` (Markdown: the exact commands, data split, wall time, machine) becomes the section
+    "How this model was made".
 
     ``evaluation`` is an EvaluationResult JSON (``{"mean": {...}, "pooled": {...}, "n_images": n}``) or a flat
     ``{metric: value}``; for a segmenter without it, ``config.metrics`` is used. Real results only: they
@@ -358,6 +362,7 @@ def build_card(
         "evaluation_note": note + (f" Data: {evaluation_dataset}." if evaluation_dataset else ""),
         "threshold": getattr(config, "threshold", 0.5),
         "extra_limitations": limitations,
+        "provenance": (provenance or "").strip(),
         "citations": "\n".join(c for c in (PAPER_CITATION, data.citation) if c),
     }
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **template_kwargs)
@@ -395,13 +400,21 @@ def card_for_folder(
     repo_id: str | None = None,
     evaluation: dict[str, Any] | None = None,
     evaluation_dataset: str | None = None,
+    provenance: str | None = None,
 ) -> ModelCard:
     """The card of a model folder; ``name`` defaults to the repo id's entry part or the config's zoo name."""
     config = read_folder_config(folder)
     if name is None:
         candidate = repo_id.split("/")[-1] if repo_id else None
         name = candidate if candidate and is_zoo_name(candidate) else entry_name_for(config)
-    return build_card(config, name, repo_id=repo_id, evaluation=evaluation, evaluation_dataset=evaluation_dataset)
+    return build_card(
+        config,
+        name,
+        repo_id=repo_id,
+        evaluation=evaluation,
+        evaluation_dataset=evaluation_dataset,
+        provenance=provenance,
+    )
 
 
 def write_card(folder: str | Path, out: str | Path | None = None, **kwargs: Any) -> Path:

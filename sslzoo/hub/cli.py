@@ -154,6 +154,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluation results for the card (default: SRC/evaluation.json, else the segmenter's own metrics)",
     )
     pack.add_argument("--card-to", default=None, metavar="FOLDER", help="also copy the card to FOLDER/ENTRY.md")
+    pack.add_argument(
+        "--provenance",
+        default=None,
+        metavar="MD",
+        help="Markdown file with how the model was made (commands, data split, wall time, machine): becomes the "
+        "card's 'How this model was made' section",
+    )
     pack.add_argument("--json", action="store_true", help="print the result as JSON")
     pack.set_defaults(handler=_package)
 
@@ -259,6 +266,19 @@ def _size(size: int | None) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
+def _read_text(path: str | None) -> str | None:
+    """The text of an optional Markdown file given on the command line (clear error when it is missing)."""
+    from pathlib import Path
+
+    from sslzoo.errors import NotFoundError
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise NotFoundError(f"{path}: no such file; pass a Markdown file with --provenance")
+    return Path(path).read_text()
+
+
 def _package(args: argparse.Namespace) -> int:
     from sslzoo.hub.package import package
     from sslzoo.hub.publish import load_evaluation
@@ -270,6 +290,7 @@ def _package(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         evaluation=load_evaluation(args.evaluation),
         card_to=args.card_to,
+        provenance=_read_text(args.provenance),
     )
     if args.json:
         print(result.model_dump_json(indent=2))

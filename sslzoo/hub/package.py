@@ -121,12 +121,14 @@ def package(
     dtype: WeightsDtype = "float16",
     evaluation: dict[str, Any] | None = None,
     card_to: str | Path | None = None,
+    provenance: str | None = None,
 ) -> PackageResult:
     """Write the compact zoo entry ``name`` made from ``source`` into ``out/name`` (see the module docstring).
 
     ``evaluation`` (an ``sslzoo evaluate`` JSON) goes into the card; without it a segmenter's own
     ``evaluation.json`` is used, else its ``segmenter.json`` metrics. ``card_to`` also receives the card as
-    ``<name>.md`` (the repository's ``model_cards/``). A previous package of the entry is replaced.
+    ``<name>.md`` (the repository's ``model_cards/``). ``provenance`` (Markdown) becomes the card's "How this
+    model was made" section. A previous package of the entry is replaced.
     """
     if dtype not in WEIGHTS_DTYPES:
         raise ConfigError(f"unsupported weights dtype {dtype!r}; choose one of {', '.join(WEIGHTS_DTYPES)}")
@@ -150,7 +152,7 @@ def package(
     (target / config_file).write_text(packaged.model_dump_json(indent=2) + "\n")
     if parsed.kind == "segmenter":
         shutil.copyfile(source / CONFIG_FILE, target / CONFIG_FILE)  # smp's model config, unchanged
-    card = write_card(target, name=parsed.name, evaluation=evaluation)
+    card = write_card(target, name=parsed.name, evaluation=evaluation, provenance=provenance)
 
     card_copy = None
     if card_to is not None:
