@@ -46,10 +46,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="write REPORT.md, iqc.csv and figures of a study folder",
-        description="Recompute iqc.csv from runs.csv and write REPORT.md with tables and figures/*.png.",
+        description=(
+            "Recompute iqc.csv from runs.csv and write REPORT.md with tables and figures/*.png; with the study's "
+            "work folder also CKA bars (cka.csv), the nearest-neighbour grid with NQC and a Grad-CAM panel of the "
+            "rate-100 % runs (a few dozen held-out tiles on the CPU)."
+        ),
     )
     report.add_argument("out", help="study folder (holding runs.csv)")
     report.add_argument("--title", default=None, help="report title (default: Study <name>)")
+    report.add_argument(
+        "--work",
+        default=None,
+        help="the study's work folder (--work of 'study run': pretrain/, runs/); default: the study folder when it "
+        "holds them, else the representation figures are skipped",
+    )
+    report.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding the datasets when they moved since the study ran: DIR/<dataset folder name>",
+    )
     report.set_defaults(handler=_report)
     study.set_defaults(handler=lambda args: (study.print_help(), 2)[1])
 
@@ -74,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         f"{status.total} in this shard ({status.seconds / 60:.1f} min)"
     )
     if not args.no_report:
-        print(f"report: {write_report(args.out)}")
+        print(f"report: {write_report(args.out, work_dir=args.work)}")
     return 0
 
 
@@ -92,5 +107,5 @@ def _grid(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from sslzoo.study.report import write_report
 
-    print(write_report(args.out, title=args.title))
+    print(write_report(args.out, title=args.title, work_dir=args.work, data_root=args.data_root))
     return 0

@@ -1,0 +1,506 @@
+"""Representation figures of a study for ``REPORT.md``: CKA bars (Table III), nearest-neighbour grid + NQC (Fig. 4)
+and a Grad-CAM panel (Fig. 5) of the paper.
+
+Per dataset, R(m) is the reference run of method m (rate 1.0, encoder fine-tuned, lowest seed s) in
+``<work>/runs/<run_id>/`` and E(m) the encoder it started from: ``<work>/pretrain/<method>-<backbone>-<dataset>/``,
+for ``random`` the init that ``build_unet`` draws after ``seed_everything(s)``, for ``imagenet`` the download.
+
+- ``figures/cka_<dataset>.png`` + ``cka.csv``: minibatch linear CKA (:func:`encoder_stage_cka`) of stages
+  Conv1..Conv4 between E(m) and R(m)'s encoder after fine-tuning, on tiles of the held-out images
+  (``segmenter.json`` ``training.eval_ids``) cut as the segmenter saw them in training. 1 = stage unchanged.
+- ``figures/neighbours_<dataset>.png``: NQC (:func:`nqc`) of every E(m) on one view per image with a class label
+  (MoNuSeg: organ, ISIC 2017: diagnosis) and its Fig. 4 grid (:func:`plot_neighbours`), same queries for all.
+- ``figures/gradcam_<dataset>.png``: Grad-CAM (:func:`encoder_gradcam`, the encoder's last stage) of R(m) on the
+  held-out tiles; CAM quality = sum(cam * mask) / sum(cam) (:func:`cam_quality`). A uniform map scores the
+  tile's foreground fraction (the chance level).
+
+A part whose inputs are missing (work folder, runs, dataset, class labels) is skipped with a one-line note.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sslzoo.errors import DataError, SslzooError
+from sslzoo.study.config import BASELINE_METHODS, StudyConfig
+from sslzoo.study.results import write_csv_atomic
+from sslzoo.study.runner import RUNS_DIR, pretrain_folder
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from sslzoo.data.datasets import DatasetIndex
+    from sslzoo.models.encoders import EncoderConfig
+    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
+
+log = logging.getLogger(__name__)
+
+CKA_FILE = "cka.csv"
+STAGES = (1, 2, 3, 4)  # Conv1..Conv4 of Table III (sslzoo.metrics.representation.STAGE_MODULES)
+SECTION = "## Representations (Table III, Figs. 4-5 style)"
+
+
+@dataclass(frozen=True)
+class FigureSettings:
+    """How much is evaluated (small: the report runs on CPU)."""
+
+    tiles: int = 32  # held-out tiles for CKA and Grad-CAM
+    batch_size: int = 16  # CKA minibatch (the unbiased HSIC needs >= 4)
+    crop_size: int = 256  # NQC view of a tiled segmenter's image: centre crop at native resolution
+    queries: int = 4  # rows of the neighbour grid
+    columns: int = 4  # held-out tiles shown in the Grad-CAM panel
+
+
+@dataclass
+class HeldOut:
+    """Held-out inputs: uint8 tiles (n, s, s, 3), their label maps (n, s, s) and names ``<id>@<y>,<x>``."""
+
+    tiles: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+    n_images: int
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def reference_runs(rows: Sequence[Mapping[str, Any]], dataset: str) -> tuple[int | None, dict[str, str]]:
+    """Seed s and ``{method: run_id}`` of the runs at rate 1.0, encoder fine-tuned, seed s = the lowest such seed."""
+    full = [r for r in rows if r["dataset"] == dataset and not r["frozen"] and math.isclose(r["rate"], 1.0)]
+    if not full:
+        return None, {}
+    seed = min(r["seed"] for r in full)
+    return seed, {r["method"]: r["run_id"] for r in full if r["seed"] == seed}
+
+
+def initial_encoder(
+    method: str, backbone: str, dataset: str, work_dir: Path, seed: int
+) -> tuple[nn.Module, EncoderConfig]:
+    """E(m): the study's pretrained folder, or for a baseline what fine-tuning drew after seeding with ``seed``."""
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, load_encoder, resolve_encoder
+
+    if method in BASELINE_METHODS:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # finetune: pl.seed_everything(seed), then build_unet -> resolve_encoder
+            return resolve_encoder(method, backbone)
+    folder = pretrain_folder(work_dir, method, backbone, dataset)
+    encoder, config = load_encoder(folder, backbone)
+    return encoder, config or EncoderConfig(backbone=backbone, method=method, dataset=dataset)
+
+
+def _view(image: np.ndarray, config: SegmenterConfig, crop: int) -> np.ndarray:
+    """One image as the model sees it whole: squeezed to ``resize_to`` when set, else its native centre ``crop``."""
+    from sslzoo.downstream.data import resize_image
+
+    if config.resize_to:
+        return resize_image(image, config.resize_to)
+    y, x = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
+    return image[y : y + crop, x : x + crop]
+
+
+def heldout_tiles(index: DatasetIndex, ids: Sequence[str], config: SegmenterConfig, count: int) -> HeldOut:
+    """Up to ``count`` held-out inputs as the segmenter saw them in training: each image squeezed to ``resize_to``
+    when set, else the non-overlapping ``tile_size`` grids of all images, ``count`` cells picked evenly."""
+    from sslzoo.data.datasets import read_image_size
+    from sslzoo.data.tiling import Tile, pad_to, tile_grid
+    from sslzoo.downstream.data import resize_image, resize_labels
+
+    wanted = set(ids)
+    samples = [s for s in index.samples if s.id in wanted and s.mask is not None]
+    if not samples:
+        raise DataError(f"{index.root}: none of the {len(wanted)} held-out images (training.eval_ids) has a mask")
+    size = config.resize_to or config.tile_size
+    cells: list[tuple[int, Tile | None]] = []
+    for k, sample in enumerate(samples):
+        grid = None if config.resize_to else tile_grid(*read_image_size(sample.image), size, overlap=0)
+        cells += [(k, None)] if grid is None else [(k, t) for t in grid]
+    picks = np.unique(np.linspace(0, len(cells) - 1, min(count, len(cells))).round().astype(int))
+    decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    tiles, masks, names = [], [], []
+    for k, tile in (cells[i] for i in picks):
+        if k not in decoded:
+            decoded[k] = (index.read_image(samples[k]), index.read_mask(samples[k]))
+        image, mask = decoded[k]
+        if tile is None:
+            tiles.append(resize_image(image, size))
+            masks.append(resize_labels(mask, size))
+            names.append(samples[k].id)
+            continue
+        window = (slice(tile.y, tile.y + tile.h), slice(tile.x, tile.x + tile.w))
+        tiles.append(pad_to(image[window], size, size))
+        masks.append(pad_to(mask[window], size, size, mode="constant"))
+        names.append(f"{samples[k].id}@{tile.y},{tile.x}")
+    return HeldOut(np.stack(tiles), np.stack(masks), names, len(decoded))
+
+
+def _batches(
+    images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], size: int
+) -> list[torch.Tensor]:
+    """Normalised float32 batches (B, 3, H, W) of uint8 RGB images, in order."""
+    import torch
+
+    from sslzoo.data.transforms import normalize_to_tensor
+
+    return list(torch.stack([normalize_to_tensor(im, mean, std) for im in images]).split(size))
+
+
+def _dataset_path(dataset: str, config: StudyConfig | None, run: SegmenterConfig, data_root: Path | None) -> Path:
+    """The dataset folder: ``data_root/<folder name>`` when given, else study.json's path (else the run's)."""
+    stored = Path(config.datasets[dataset].path if config else run.training.get("data", dataset))
+    return data_root / stored.name if data_root is not None else stored
+
+
+def _save_photo_png(fig: Any, path: Path, dpi: int) -> Path:
+    """Save a figure of photos as a 256-colour PNG (median-cut palette, no dither): about a quarter of the bytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    image = Image.open(buffer).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ CKA
+def cka_rows(
+    dataset: str,
+    starts: Mapping[str, tuple[nn.Module, EncoderConfig]],
+    segmenters: Mapping[str, Segmenter],
+    run_ids: Mapping[str, str],
+    held: HeldOut,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """One ``cka.csv`` row per method with both E(m) and R(m): CKA per stage (Conv1..Conv4) and their mean."""
+    from sslzoo.metrics.representation import encoder_stage_cka, stage_means
+
+    size = min(batch_size, len(held.tiles))
+    rows = []
+    for method, segmenter in segmenters.items():
+        if method not in starts:
+            continue
+        batches = _batches(held.tiles, segmenter.config.mean, segmenter.config.std, size)
+        values = encoder_stage_cka(starts[method][0], segmenter.model.encoder, batches, STAGES, batch_size=size)
+        rows.append({"dataset": dataset, "method": method, "run_id": run_ids[method],
+                     "n_tiles": len(held.tiles) // size * size, **stage_means(values)})  # fmt: skip
+    return rows
+
+
+def plot_cka(rows: Sequence[Mapping[str, Any]], colours: Mapping[str, int], path: Path, title: str) -> Path:
+    """Grouped bars: CKA per stage, one bar per method (colours as in the score curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sslzoo.metrics.representation import STAGE_LABELS
+
+    labels = [STAGE_LABELS[s] for s in STAGES]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    width = 0.8 / len(rows)
+    cmap = plt.get_cmap("tab10")
+    for k, row in enumerate(rows):
+        x = np.arange(len(labels)) + (k - (len(rows) - 1) / 2) * width
+        bars = ax.bar(x, [row[label] for label in labels], width, label=row["method"],
+                      color=cmap(colours[row["method"]] % 10))  # fmt: skip
+        ax.bar_label(bars, fmt="%.2f", fontsize=6, padding=1)
+    ax.axhline(1.0, color="grey", ls=":", lw=1)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("linear CKA (before vs after fine-tuning)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower left", ncols=len(rows))
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ NQC
+def neighbour_figure(
+    index: DatasetIndex,
+    kind: str | None,
+    starts: Mapping[str, tuple[nn.Module, EncoderConfig]],
+    view: SegmenterConfig,
+    settings: FigureSettings,
+    path: Path,
+) -> tuple[dict[str, Any], int, int, dict[str, int]]:
+    """NQC of every E(m) on one view per labelled image, and their Fig. 4 grids (two per row) in ``path``.
+
+    The native crop is ``settings.crop_size`` or the smallest image side. Returns ``({method: NQCResult}, n images,
+    crop, class counts)``; raises DataError when fewer than 2 images have a class.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    from sslzoo.metrics.representation import embed_images, nqc, plot_neighbours, select_samples
+
+    if not starts:
+        raise DataError("no starting encoder could be loaded")
+    _, samples = select_samples(index.root, kind, labelled=True)
+    images = [index.read_image(s) for s in samples]
+    crop = min(settings.crop_size, *(min(im.shape[:2]) for im in images))
+    views = [_view(im, view, crop) for im in images]
+    labels = [str(s.label) for s in samples]
+    results = {}
+    for method, (encoder, config) in starts.items():
+        results[method] = nqc(embed_images(encoder, _batches(views, config.mean, config.std, 8)), labels)
+    rng = np.random.default_rng(0)  # as `sslzoo neighbours`
+    queries = sorted(rng.choice(len(samples), size=min(settings.queries, len(samples)), replace=False).tolist())
+    ncols = min(2, len(results))
+    nrows = -(-len(results) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, (2.6 * len(queries) + 0.4) * nrows), squeeze=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        for ax, (method, result) in zip(axes.flat, results.items(), strict=False):
+            grid = plot_neighbours(views, labels, result.nearest_index, result.farthest_index, queries,
+                                   Path(tmp) / f"{method}.png")  # fmt: skip
+            ax.imshow(matplotlib.image.imread(grid))
+            ax.set_title(f"{method}: NQC {result.nqc:.2f} (chance {result.loo_expectation:.2f})", fontsize=14)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.tight_layout()
+    _save_photo_png(fig, path, dpi=70)
+    plt.close(fig)
+    counts = next(iter(results.values())).class_counts
+    return results, len(samples), crop, {str(k): v for k, v in sorted(counts.items())}
+
+
+# ------------------------------------------------------------------------------------------------ Grad-CAM
+def gradcam_qualities(segmenters: Mapping[str, Segmenter], held: HeldOut) -> dict[str, tuple[np.ndarray, list[float]]]:
+    """``{method: (CAMs (n, s, s), CAM quality per tile)}`` of each reference segmenter on the held-out tiles."""
+    from sslzoo.metrics.cam import cam_quality, encoder_gradcam
+
+    out = {}
+    for method, segmenter in segmenters.items():
+        batches = _batches(held.tiles, segmenter.config.mean, segmenter.config.std, 8)
+        cams = np.concatenate([encoder_gradcam(segmenter.model, batch) for batch in batches])
+        out[method] = (cams, [cam_quality(c, m) for c, m in zip(cams, held.masks, strict=True)])
+    return out
+
+
+def plot_gradcam(cams: Mapping[str, tuple[np.ndarray, list[float]]], held: HeldOut, columns: int, path: Path) -> Path:
+    """Fig. 5 style: first row the tiles with the ground-truth outline, then one row of CAM overlays per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sslzoo.metrics.cam import overlay
+
+    shown = np.unique(np.linspace(0, len(held.tiles) - 1, min(columns, len(held.tiles))).round().astype(int))
+    rows = 1 + len(cams)
+    fig, axes = plt.subplots(rows, len(shown), figsize=(2.3 * len(shown) + 0.4, 2.3 * rows), squeeze=False)
+    for col, j in enumerate(shown):
+        ax = axes[0][col]
+        ax.imshow(held.tiles[j])
+        ax.contour(held.masks[j] > 0, levels=[0.5], colors="lime", linewidths=0.6)
+        image_id, _, position = held.names[j].partition("@")
+        short = image_id if len(image_id) <= 14 else image_id[:13] + "…"
+        ax.set_title(f"{short} {position}\nforeground {np.mean(held.masks[j] > 0):.2f}", fontsize=8)
+        for row, (maps, quality) in enumerate(cams.values(), start=1):
+            axes[row][col].imshow(overlay(held.tiles[j], maps[j]))
+            axes[row][col].set_title(f"q = {quality[j]:.2f}", fontsize=8)
+    for row, label in enumerate(["image + mask", *cams]):
+        axes[row][0].set_ylabel(label, fontsize=10)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    _save_photo_png(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ report section
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def _skip_note(name: str, exc: Exception) -> list[str]:
+    log.warning("%s skipped", name, exc_info=exc)
+    return [f"_{name} skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}_", ""]
+
+
+def _inputs(held: HeldOut, config: SegmenterConfig) -> str:
+    how = "whole images squeezed" if config.resize_to else "native resolution"
+    return f"{len(held.tiles)} tiles of {held.tiles.shape[1]} px from the {held.n_images} held-out images ({how})"
+
+
+def dataset_section(
+    dataset: str,
+    rows: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    out: Path,
+    work: Path,
+    config: StudyConfig | None,
+    data_root: Path | None,
+    settings: FigureSettings,
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The Markdown of one dataset (figures written into ``out/figures``) and its ``cka.csv`` rows."""
+    from sslzoo.data.datasets import open_dataset
+    from sslzoo.metrics.representation import STAGE_LABELS
+    from sslzoo.models.segmenter import SEGMENTER_FILE, Segmenter
+
+    lines = [f"### {dataset}", ""]
+    seed, run_ids = reference_runs(rows, dataset)
+    present = {m: r for m, r in run_ids.items() if (work / RUNS_DIR / r / SEGMENTER_FILE).is_file()}
+    if seed is None or not present:
+        return lines + [f"_Skipped: no fine-tuned segmenter at rate 100 % in {work / RUNS_DIR}._", ""], []
+    segmenters = {m: Segmenter.from_pretrained(work / RUNS_DIR / present[m]) for m in methods if m in present}
+    first = next(iter(segmenters.values())).config
+    path = _dataset_path(dataset, config, first, data_root)
+    if not path.is_dir():
+        return lines + [f"_Skipped: dataset folder {path} not found (pass `--data-root`)._", ""], []
+    kind = config.datasets[dataset].kind if config else None
+    index = open_dataset(path, kind)
+    starts, unloaded = {}, []
+    for method in methods:
+        try:
+            starts[method] = initial_encoder(method, config.backbone if config else first.backbone, dataset, work, seed)
+        except SslzooError as exc:
+            unloaded.append(f"{method} ({type(exc).__name__}: {exc})")
+    lines.append(f"Reference runs (rate 100 %, encoder fine-tuned, seed {seed}): "
+                 + ", ".join(f"`{present[m]}`" for m in segmenters) + ".")  # fmt: skip
+    missing = sorted(set(run_ids) - set(present))
+    if missing:
+        lines.append(f"Runs not found in {work / RUNS_DIR}: {', '.join(missing)}.")
+    if unloaded:
+        lines.append(f"Starting encoders not loaded: {'; '.join(unloaded)}.")
+    lines.append("")
+    figures = out / "figures"
+    cka: list[dict[str, Any]] = []
+
+    @functools.cache
+    def held() -> HeldOut:
+        return heldout_tiles(index, first.training.get("eval_ids", []), first, settings.tiles)
+
+    def cka_part() -> list[str]:
+        cka.extend(cka_rows(dataset, starts, segmenters, present, held(), settings.batch_size))
+        if not cka:
+            return ["_CKA skipped: no method has both its starting encoder and its fine-tuned run._", ""]
+        name = f"cka_{dataset}.png"
+        plot_cka(cka, {m: k for k, m in enumerate(methods)}, figures / name,
+                 f"{dataset}: starting encoder vs fine-tuned (100 %, seed {seed})")  # fmt: skip
+        labels = [STAGE_LABELS[s] for s in STAGES]
+        body = [[r["method"], *(f"{r[k]:.3f}" for k in [*labels, "mean"])] for r in cka]
+        return [
+            "#### CKA per encoder stage (Table III style)",
+            "",
+            f"Minibatch linear CKA (unbiased HSIC, minibatches of {min(settings.batch_size, len(held().tiles))}) "
+            f"between each method's starting encoder and the same encoder after fine-tuning, on "
+            f"{_inputs(held(), first)}; 1 = fine-tuning left the stage's representation unchanged. "
+            "Conv1 = stem, Conv2..Conv4 = layer1..layer3. Numbers in `cka.csv`.",
+            "",
+            *_table(["method", *labels, "mean"], body),
+            "",
+            f"![{dataset} CKA](figures/{name})",
+            "",
+        ]
+
+    def neighbour_part() -> list[str]:
+        name = f"neighbours_{dataset}.png"
+        results, n, crop, counts = neighbour_figure(index, kind, starts, first, settings, figures / name)
+        what = (f"whole image squeezed to {first.resize_to} px" if first.resize_to
+                else f"centre crop of {crop} px at native resolution")  # fmt: skip
+        body = [[m, f"{r.nqc:.3f}", f"{r.loo_expectation:.3f}", f"{r.random_expectation:.3f}"]
+                for m, r in results.items()]  # fmt: skip
+        return [
+            "#### Nearest neighbours and NQC (Fig. 4 style)",
+            "",
+            "NQC = share of images whose nearest neighbour (Euclidean, 10-d PCA of the pooled last stage; not the "
+            f"image itself) has the same class, for each starting encoder on all {n} images with a class label "
+            f"(pretraining images included; {what}; classes: "
+            + ", ".join(f"{c} {k}" for c, k in counts.items())
+            + "). Chance: the leave-one-out expectation sum n_c (n_c - 1) / (l (l - 1)); the paper's sum (n_c/l)^2 "
+            "is listed too. Grid: query, nearest and farthest neighbour; green frame = same class.",
+            "",
+            *_table(["method", "NQC", "chance (leave-one-out)", "sum (n_c/l)^2"], body),
+            "",
+            f"![{dataset} neighbours](figures/{name})",
+            "",
+        ]
+
+    def gradcam_part() -> list[str]:
+        name = f"gradcam_{dataset}.png"
+        cams = gradcam_qualities(segmenters, held())
+        plot_gradcam(cams, held(), settings.columns, figures / name)
+        chance = float(np.mean([np.mean(m > 0) for m in held().masks]))
+        body = [[m, f"{np.mean(q):.3f} ± {np.std(q, ddof=1) if len(q) > 1 else 0.0:.3f}", f"{min(q):.2f}",
+                 f"{max(q):.2f}"] for m, (_, q) in cams.items()]  # fmt: skip
+        return [
+            "#### Grad-CAM (Fig. 5 style)",
+            "",
+            "Grad-CAM of each reference segmenter at its encoder's last stage (target: the sum of the predicted "
+            f"foreground outputs), on {_inputs(held(), first)}. CAM quality = sum(cam * mask) / sum(cam); a uniform "
+            f"map scores the foreground fraction, here {chance:.3f} on average (chance level). Panel: "
+            f"{min(settings.columns, len(held().tiles))} of the tiles, q = that tile's CAM quality.",
+            "",
+            *_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body),
+            "",
+            f"![{dataset} Grad-CAM](figures/{name})",
+            "",
+        ]
+
+    for name, part in (("CKA", cka_part), ("NQC / neighbour grid", neighbour_part), ("Grad-CAM", gradcam_part)):
+        try:
+            lines += part()
+        except Exception as exc:  # noqa: BLE001 - one failing figure must leave the rest of the report intact
+            lines += _skip_note(name, exc)
+    return lines, cka
+
+
+def representation_figures(
+    out_dir: str | Path,
+    work_dir: str | Path | None,
+    rows: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    config: StudyConfig | None = None,
+    data_root: str | Path | None = None,
+    settings: FigureSettings = FigureSettings(),
+) -> list[str]:
+    """Write the figures and ``out_dir/cka.csv``; return the report's Markdown section (notes for skipped parts).
+
+    ``rows`` are ``runs.csv`` rows, ``methods`` the order of bars and table rows, ``work_dir`` the study's
+    ``--work``; ``data_root`` replaces the folder holding the datasets (``data_root/<dataset folder name>``).
+    """
+    out = Path(out_dir)
+    lines = [SECTION, ""]
+    if work_dir is None or not Path(work_dir).is_dir():
+        reason = "no work folder given" if work_dir is None else f"work folder {work_dir} not found"
+        return lines + [f"_Skipped: {reason}; pass `--work DIR` (the `--work` of `sslzoo study run`)._", ""]
+    work = Path(work_dir)
+    started = time.perf_counter()
+    cka: list[dict[str, Any]] = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        present = [m for m in methods if any(r["method"] == m and r["dataset"] == dataset for r in rows)]
+        try:
+            section, rows_cka = dataset_section(dataset, rows, present, out, work, config,
+                                                None if data_root is None else Path(data_root), settings)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the report is written even when the work folder is incomplete
+            section, rows_cka = [f"### {dataset}", "", *_skip_note("Representation figures", exc)], []
+        lines += section
+        cka += rows_cka
+    if cka:
+        columns = ["dataset", "method", "run_id", "n_tiles", *(f"Conv{s}" for s in STAGES), "mean"]
+        write_csv_atomic(out / CKA_FILE, columns, cka)
+    lines += [f"Computed in {time.perf_counter() - started:.0f} s from the work folder `{work}`.", ""]
+    return lines
