@@ -44,3 +44,27 @@ def test_dockerfile_serves_with_the_repository_config():
     assert "SSLZOO_TS_CONFIG=/opt/sslzoo/docker/config.properties" in text
     assert "SSLZOO_HANDLERS_DIR=/opt/sslzoo/handlers" in text
     assert "openjdk-17" in text and "python3.11" in text
+
+
+def test_docker_context_keeps_the_package_and_its_models_and_drops_runs_and_venv():
+    """``COPY . .`` must bring sslzoo/ (with the embedded models in sslzoo/zoo), handlers/ and docker/,
+    and never the multi-GB .venv/ or runs/ folders."""
+    import fnmatch
+
+    patterns = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(fnmatch.fnmatch(p, pat) or fnmatch.fnmatch(p, pat.removeprefix("**/")) for p in prefixes
+                   for pat in patterns)  # fmt: skip
+
+    needed = ["pyproject.toml", "sslzoo/zoo/densecl-resnet18-monuseg/model.safetensors", "handlers/segmentation.py",
+              "docker/entrypoint", "docker/config.properties", "README.md"]  # fmt: skip
+    dropped = [".venv/bin/python", "runs/defaults/nuclei/model.safetensors", ".git/HEAD", "sslzoo/__pycache__/x.pyc"]
+    assert [p for p in needed if ignored(p)] == []
+    assert [p for p in dropped if not ignored(p)] == []
