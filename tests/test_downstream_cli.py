@@ -12,16 +12,7 @@ from sslzoo.cli import main
 from sslzoo.data.io import write_image, write_label_map
 from sslzoo.data.synthetic import synthetic_lesion
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and does not spin against other processes on a shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY_ARGS = shlex.split("--backbone resnet18 --tile-size 64 --batch-size 4 --workers 0 --no-progress --accelerator cpu")

@@ -32,16 +32,7 @@ from sslzoo.errors import ConfigError, DataError
 from sslzoo.models.encoders import EncoderConfig, create_encoder, encoder_state_dict, save_encoder
 from sslzoo.models.segmenter import Segmenter
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is as fast and does not spin against other processes on a shared machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = {"backbone": "resnet18", "tile_size": 64, "batch_size": 4, "workers": 0, "epochs": 2}
