@@ -107,7 +107,7 @@ def test_missing_embedded_default_is_explained(monkeypatch: pytest.MonkeyPatch, 
     assert defaults.packaged_folder("nuclei") is None
     with pytest.raises(NotFoundError, match="no embedded default model for 'nuclei'") as info:
         defaults.require_default("nuclei")
-    assert "sslzoo pull densecl-resnet50-monuseg-instance" in str(info.value)
+    assert "sslzoo pull densecl-resnet18-monuseg-instance" in str(info.value)
 
 
 def test_cli_bad_name_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,10 +1,10 @@
 """Embedded default models: which zoo entries ship inside the package, and where.
 
 The packaged defaults live in ``sslzoo/zoo/<entry>/`` (one folder per zoo entry, the same files as
-its Hub repo: weights, config, model card). ``$SSLZOO_DEFAULTS_DIR`` points elsewhere (tests, a
-Docker image that bakes models into another folder). Today no default is embedded: the folders
-are filled once the default models are trained; until then every lookup falls through to the
-Hugging Face cache and the Hub, and :func:`require_default` says so clearly.
+its Hub repo: fp16 weights, config, model card; made with ``sslzoo zoo package``).
+``$SSLZOO_DEFAULTS_DIR`` points elsewhere (tests, a Docker image that bakes models into another
+folder). How each default was trained and scored is in its card (``model_cards/<entry>.md``) and
+in ``docs/zoo/defaults.md``.
 
 The served aliases map onto zoo entries (:data:`ALIAS_TARGETS`); ``evaluate`` is a service and
 has no model.
@@ -24,9 +24,9 @@ PACKAGED_DEFAULTS_DIR = Path(__file__).resolve().parents[1] / "zoo"
 
 #: Served alias -> the zoo entry it stands for (CONTRACTS.md section 1).
 ALIAS_TARGETS: dict[str, str] = {
-    "nuclei": "densecl-resnet50-monuseg-instance",  # H&E nuclei, instance (distance map + watershed)
-    "lesion": "densecl-resnet50-isic2017-semantic",  # dermoscopy lesions, semantic
-    "embed": "densecl-resnet50-monuseg",  # encoder embeddings
+    "nuclei": "densecl-resnet18-monuseg-instance",  # H&E nuclei, instance (distance map + watershed)
+    "lesion": "densecl-resnet18-isic2017-semantic",  # dermoscopy lesions, semantic
+    "embed": "densecl-resnet18-monuseg",  # encoder embeddings
 }
 
 
