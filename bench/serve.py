@@ -13,6 +13,12 @@ the speed of a trained model is the same. Images come from ../shared/data when p
     .venv/bin/python bench/serve.py                       # full run
     .venv/bin/python bench/serve.py --quick               # fewer requests, resnet18
     .venv/bin/python bench/serve.py --model PATH --workers 2
+    .venv/bin/python bench/serve.py --quick --soak 180      # + a 3-minute soak
+
+``--soak SECONDS`` then keeps 4 clients sending the small image for that long, one request in
+five a bad one (garbage, empty, truncated PNG), and samples the RSS of the TorchServe worker
+processes every 10 s: the soak table shows requests, 2xx / 4xx / 5xx counts and worker memory, so a
+leak or a crashing worker shows as growing memory or 5xx answers.
 """
 
 from __future__ import annotations
@@ -101,6 +107,68 @@ def run_clients(url: str, key: str, body: bytes, clients: int, requests: int) ->
     return [r[0] for r in results], wall, sum(not ok for _, ok in results)
 
 
+BAD_BODIES = (b"garbage", b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")  # not an image, empty, truncated
+
+
+def worker_rss_mb(server_pid: int) -> float:
+    """Summed RSS (MB) of TorchServe's Python worker processes under ``server_pid``."""
+    import psutil
+
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0
+    for child in children:
+        try:
+            if "model_service_worker" in " ".join(child.cmdline()):
+                total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 1e6
+
+
+def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clients: int = 4) -> list[tuple]:
+    """Requests for ``seconds`` from ``clients`` threads (1 in 5 bad); rows every 10 s: (t, n, 2xx, 4xx, 5xx, MB)."""
+    import threading
+
+    import httpx
+
+    counts = {"2xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+    lock, stop = threading.Lock(), threading.Event()
+
+    def client(index: int) -> None:
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png", "Accept": "image/png"}
+        with httpx.Client(timeout=120) as http:
+            sent = 0
+            while not stop.is_set():
+                payload = BAD_BODIES[sent % len(BAD_BODIES)] if (sent + index) % 5 == 4 else body
+                try:
+                    status = http.post(url, content=payload, headers=headers).status_code
+                    bucket = f"{status // 100}xx" if status // 100 in (2, 4, 5) else "other"
+                except httpx.HTTPError:
+                    bucket = "other"
+                with lock:
+                    counts[bucket] += 1
+                sent += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    rows = [(0.0, 0, 0, 0, 0, worker_rss_mb(server_pid))]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    while (elapsed := time.monotonic() - start) < seconds:
+        time.sleep(min(10.0, seconds - elapsed))
+        with lock:
+            c = dict(counts)
+        rows.append((time.monotonic() - start, sum(c.values()), c["2xx"], c["4xx"], c["5xx"] + c["other"],
+                     worker_rss_mb(server_pid)))  # fmt: skip
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=180)
+    return rows
+
+
 def start_server(model: Path, workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
     ports = free_ports(5)
     command = [
@@ -132,6 +200,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="TorchServe workers")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch threads")
     parser.add_argument("--quick", action="store_true", help="resnet18, 8/4 requests per level")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="then soak for SECONDS (0: none)")
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
@@ -171,6 +240,7 @@ def main() -> int:
             for clients in args.clients:
                 latencies, wall, failures = run_clients(url, key, body, clients, max(n, clients))
                 rows.append((label, "TorchServe", clients, latencies, wall, failures))
+        soak_rows = soak(url, key, next(iter(images.values())), args.soak, process.pid) if args.soak > 0 else []
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
@@ -181,6 +251,16 @@ def main() -> int:
             f"{label:22} {path:28} {clients:>7} {len(latencies):>4} {1000 * statistics.median(latencies):>9.0f} "
             f"{1000 * percentile(latencies, 95):>9.0f} {len(latencies) / wall:>7.2f} {failures:>4}"
         )
+    if soak_rows:
+        first = next(iter(images))
+        print(f"\nsoak: {args.soak:.0f} s, 4 clients, {first} image, 1 request in 5 bad (garbage / empty / truncated)")
+        print(f"{'t s':>6} {'requests':>9} {'2xx':>6} {'4xx':>6} {'5xx+err':>8} {'worker RSS MB':>14}")
+        for t, n, ok, bad, failed, rss in soak_rows:
+            print(f"{t:>6.0f} {n:>9} {ok:>6} {bad:>6} {failed:>8} {rss:>14.0f}")
+        memory = [row[5] for row in soak_rows[1:]]
+        if len(memory) >= 2:
+            print(f"worker RSS: first {memory[0]:.0f} MB, last {memory[-1]:.0f} MB, max {max(memory):.0f} MB; "
+                  f"5xx/errors {soak_rows[-1][4]}")
     return 0
 
 
