@@ -277,8 +277,9 @@ def test_input_size_is_refused_for_instance_models_and_bad_sizes(nuclei_dir, tmp
 
 
 def test_max_steps_ending_mid_epoch_with_validation_finishes(lesion_dir, tmp_path):
-    """Early stopping is checked after validation only: a run that stops mid-epoch must not crash."""
-    config = FinetuneConfig(**TINY | {"batch_size": 1, "epochs": 5}, max_steps=7, val_fraction=0.2)
+    """Early stopping is checked after validation only: a run that stops inside its first epoch (5 steps),
+    before any val/loss exists, must not crash."""
+    config = FinetuneConfig(**TINY | {"batch_size": 1, "epochs": 5}, max_steps=3, val_fraction=0.2)
     result = finetune(config, lesion_dir, tmp_path / "run", accelerator="cpu", progress=False)
     assert result.epochs >= 1 and 0.0 <= result.score <= 1.0
-    assert json.loads((tmp_path / "run" / "segmenter.json").read_text())["training"]["global_step"] == 7
+    assert json.loads((tmp_path / "run" / "segmenter.json").read_text())["training"]["global_step"] == 3
