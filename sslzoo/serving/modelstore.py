@@ -21,6 +21,7 @@ from sslzoo.serving.schemas import ServedModel
 from sslzoo.serving.services import (
     DEFAULT_ALIASES,
     EVALUATE,
+    hub_function,
     load_encoder,
     load_segmenter,
     model_kind,
@@ -88,27 +89,14 @@ def _write_manifest(entry: Path, name: str, handler: str) -> None:
     (entry / "MAR-INF" / "MANIFEST.json").write_text(ModelExportUtils.generate_manifest_json(config))
 
 
-def _located(name: str) -> Path | None:
-    """The local folder of a zoo name / alias (embedded default, HF cache, or pulled now); ``None`` without hub."""
-    try:
-        from sslzoo.hub.registry import locate
-    except ImportError:
-        return None
-    return locate(name)
-
-
 def _save_model(kind: str, source: str, target: Path) -> str | None:
-    """Copy or export the model into ``target`` and load it back (validation); returns the task of a segmenter."""
-    from sslzoo.models.encoders import save_encoder
+    """Copy the model folder into ``target`` and load it back (validation); returns the task of a segmenter.
 
-    folder = Path(source) if Path(source).is_dir() else _located(source)
-    if folder is not None:  # a folder, an embedded default or a cached zoo entry: copied as stored (fp16 stays)
-        shutil.copytree(folder, target)
-    elif kind == "segmenter":
-        load_segmenter(source, "cpu").save_pretrained(target)
-    else:
-        encoder, config = load_encoder(source, "cpu")
-        save_encoder(encoder, target, config)
+    A zoo name or alias is resolved to its local folder first (embedded default, HF cache, or pulled now), so
+    every model is copied as stored: compact fp16 entries stay fp16.
+    """
+    folder = Path(source) if Path(source).is_dir() else hub_function("locate")(source)
+    shutil.copytree(folder, target)
     if kind == "segmenter":
         return load_segmenter(target, "cpu").config.task
     load_encoder(target, "cpu")

@@ -117,7 +117,8 @@ def model_kind(source: str | Path) -> str:
     return "segmenter" if text.endswith(("-semantic", "-instance")) else "encoder"
 
 
-def _hub_function(name: str) -> Callable[[str], Any]:
+def hub_function(name: str) -> Callable[[str], Any]:
+    """``sslzoo.hub.<name>`` (zoo names, aliases, embedded defaults); a clear NotFoundError when unavailable."""
     try:
         import sslzoo.hub as hub
     except ImportError as exc:  # pragma: no cover - the package always has sslzoo.hub
@@ -138,7 +139,7 @@ def load_segmenter(source: str | Path, device: str | None = None):
     device = select_device(device)
     if Path(str(source)).is_dir():
         return Segmenter.from_pretrained(source, device=device)
-    return _hub_function("load_segmenter")(str(source)).to(device)
+    return hub_function("load_segmenter")(str(source)).to(device)
 
 
 def load_encoder(source: str | Path, device: str | None = None):
@@ -149,7 +150,7 @@ def load_encoder(source: str | Path, device: str | None = None):
     if Path(str(source)).is_dir():
         encoder, config = load_folder(source)
     else:
-        encoder, config = _hub_function("load_encoder")(str(source))
+        encoder, config = hub_function("load_encoder")(str(source))
     if config is None:
         config = EncoderConfig(backbone="unknown", method="unknown", dataset="unknown")
     return encoder.to(select_device(device)).eval(), config
