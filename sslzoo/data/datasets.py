@@ -415,11 +415,11 @@ def unlabelled_images(path: str | Path, dataset: str | None = None, skip_splits:
     ``skip_splits`` (e.g. ``("val",)`` to keep scored images out of pretraining) or, for a plain
     folder, every image found recursively. Sorted by split, then id."""
     index = open_dataset(path, dataset)
-    unknown = sorted(set(skip_splits) - {s.split for s in index.samples})
-    if unknown:
+    splits, skipped = {s.split for s in index.samples}, set(skip_splits)
+    if skipped - splits:
         raise ConfigError(
-            f"{index.root}: no split named {', '.join(map(repr, unknown))} to skip; its splits are "
-            f"{', '.join(sorted({s.split for s in index.samples}))}"
+            f"{index.root}: no split named {', '.join(map(repr, sorted(skipped - splits)))} to skip; its splits "
+            f"are {', '.join(sorted(splits))}"
         )
-    kept = [s for s in index.samples if s.split not in set(skip_splits)]
+    kept = [s for s in index.samples if s.split not in skipped]
     return [s.image for s in sorted(kept, key=lambda s: (_split_sort_key(s.split), s.id))]

@@ -234,6 +234,13 @@ def seed_worker_transform(worker_id: int) -> None:
         transform.set_random_seed(info.seed % 2**32)
 
 
+def _image_size(sample: Sample, resize_to: int | None) -> tuple[int, int]:
+    """``(H, W)`` of a sample's image as tiled: its own size, or ``resize_to`` squared."""
+    from sslzoo.data.datasets import read_image_size
+
+    return (resize_to, resize_to) if resize_to else read_image_size(sample.image)
+
+
 def load_tiles(
     index: DatasetIndex,
     samples: Sequence[Sample],
@@ -256,11 +263,8 @@ def load_tiles(
     labels: list[np.ndarray] = []
     distances: list[np.ndarray] = []
     extents: list[tuple[int, int]] = []
-    from sslzoo.data.datasets import read_image_size
-
     for sample in tqdm(samples, desc="reading tiles", disable=not progress, leave=False):
-        size = (resize_to, resize_to) if resize_to else read_image_size(sample.image)
-        grid = image_tiles(*size, tile_size, tiles_per_image)
+        grid = image_tiles(*_image_size(sample, resize_to), tile_size, tiles_per_image)
         chosen = [t for t in grid if wanted is None or tile_id(sample, t) in wanted]
         if not chosen:  # only images with a chosen tile are decoded
             continue
@@ -324,10 +328,8 @@ def prepare_data(
     resize_to: int | None = None,
 ) -> FinetuneData:
     """Apply the rules of the module docstring and read the chosen tiles (``resize_to``: see :func:`load_tiles`)."""
-    from sslzoo.data.datasets import read_image_size
-
     split = split_train_eval(index, eval_split)
-    sizes = [(resize_to, resize_to) if resize_to else read_image_size(s.image) for s in split.train]
+    sizes = [_image_size(s, resize_to) for s in split.train]
     selection = select_tiles(all_tile_ids(split.train, sizes, tile_size, tiles_per_image), rate, seed, val_fraction)
     wanted = set(selection.train) | set(selection.val)
     tiles = load_tiles(index, split.train, wanted, tile_size, tiles_per_image, task, progress, resize_to)
