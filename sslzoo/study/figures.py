@@ -33,6 +33,7 @@ import numpy as np
 
 from sslzoo.errors import DataError, SslzooError
 from sslzoo.study.config import BASELINE_METHODS, StudyConfig
+from sslzoo.study.report import markdown_table
 from sslzoo.study.results import write_csv_atomic
 from sslzoo.study.runner import RUNS_DIR, pretrain_folder
 
@@ -330,11 +331,6 @@ def plot_gradcam(cams: Mapping[str, tuple[np.ndarray, list[float]]], held: HeldO
 
 
 # ------------------------------------------------------------------------------------------------ report section
-def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in body]
-
-
 def _skip_note(name: str, exc: Exception) -> list[str]:
     log.warning("%s skipped", name, exc_info=exc)
     return [f"_{name} skipped: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}_", ""]
@@ -410,7 +406,7 @@ def dataset_section(
             f"{_inputs(held(), first)}; 1 = fine-tuning left the stage's representation unchanged. "
             "Conv1 = stem, Conv2..Conv4 = layer1..layer3. Numbers in `cka.csv`.",
             "",
-            *_table(["method", *labels, "mean"], body),
+            *markdown_table(["method", *labels, "mean"], body).splitlines(),
             "",
             f"![{dataset} CKA](figures/{name})",
             "",
@@ -433,7 +429,7 @@ def dataset_section(
             + "). Chance: the leave-one-out expectation sum n_c (n_c - 1) / (l (l - 1)); the paper's sum (n_c/l)^2 "
             "is listed too. Grid: query, nearest and farthest neighbour; green frame = same class.",
             "",
-            *_table(["method", "NQC", "chance (leave-one-out)", "sum (n_c/l)^2"], body),
+            *markdown_table(["method", "NQC", "chance (leave-one-out)", "sum (n_c/l)^2"], body).splitlines(),
             "",
             f"![{dataset} neighbours](figures/{name})",
             "",
@@ -454,7 +450,7 @@ def dataset_section(
             f"map scores the foreground fraction, here {chance:.3f} on average (chance level). Panel: "
             f"{min(settings.columns, len(held().tiles))} of the tiles, q = that tile's CAM quality.",
             "",
-            *_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body),
+            *markdown_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body).splitlines(),
             "",
             f"![{dataset} Grad-CAM](figures/{name})",
             "",

@@ -128,7 +128,8 @@ def _pm(mean: float, std: float, digits: int = 3, n: int = 2) -> str:
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table (header row, separator, one row per entry), as one string."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -162,7 +163,7 @@ def table_scores(rows: Sequence[Mapping[str, Any]], dataset: str, frozen: bool) 
             partial = 0 < len(values) < _max_seeds(rows)
             cells.append(_pm(*_mean_std(values), n=len(values)) + (f" (n={len(values)})" if partial else ""))
         body.append(cells)
-    return _markdown_table(["method"] + [f"{format_rate(100 * r)} %" for r in rates], body)
+    return markdown_table(["method"] + [f"{format_rate(100 * r)} %" for r in rates], body)
 
 
 def _max_seeds(rows: Sequence[Mapping[str, Any]]) -> int:
@@ -189,7 +190,7 @@ def table_iqc(iqc: Sequence[Mapping[str, Any]], dataset: str, frozen_flags: Sequ
             cells.append(f"{_pm(e['iqc_mean'], e['iqc_std'], n=e['n_seeds'])} (n={e['n_seeds']})")
             cells.append("–" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.3g}")
         body.append(cells)
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 def table_rqc(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -199,7 +200,7 @@ def table_rqc(rows: Sequence[Mapping[str, Any]]) -> str:
         for r in rows
     ]  # fmt: skip
     header = ["dataset", "method", "RQC", "epochs to convergence / trained", "converged", "t (s)", "total (s)"]
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 def table_wall_time(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -223,7 +224,7 @@ def table_wall_time(rows: Sequence[Mapping[str, Any]]) -> str:
                 f"{np.median(epochs):.0f}" if epochs else "–",
             ])  # fmt: skip
     header = ["method", "encoder", "runs", "median train s", "median run s", "max run s", "sum (min)", "median epochs"]
-    return _markdown_table(header, body)
+    return markdown_table(header, body)
 
 
 # ------------------------------------------------------------------------------------------------ figures
