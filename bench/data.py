@@ -23,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ViewPair = tuple[torch.Tensor, torch.Tensor]
@@ -110,10 +110,15 @@ def _worker_init(_: int) -> None:
 def throughput(dataset: torch.utils.data.Dataset, batches: int, batch_size: int, workers: int) -> float:
     """Tiles per second over ``batches`` batches, after one warm-up batch (worker start-up)."""
     generator = torch.Generator().manual_seed(0)
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=(batches + 1) * batch_size,
-                                             generator=generator)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=(batches + 1) * batch_size, generator=generator
+    )
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, worker_init_fn=_worker_init,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=_worker_init,
         prefetch_factor=2 if workers else None,
     )
     iterator = iter(loader)
@@ -152,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         dataset = TwoViewDataset(sources[name][1], transform, size=256)
         results.setdefault((label, lib), []).append(throughput(dataset, batches, args.batch_size, args.workers))
 
-    print(f"two-view augmentation throughput: 256x256 views, batch {args.batch_size}, {args.workers} workers, "
-          f"{batches} batches x {repeats} repeats (median), torch threads 1 per worker; tiles/s, two views each")
+    print(
+        f"two-view augmentation throughput: 256x256 views, batch {args.batch_size}, {args.workers} workers, "
+        f"{batches} batches x {repeats} repeats (median), torch threads 1 per worker; tiles/s, two views each"
+    )
     header = f"| {'pipeline':<20} | {'source':<28} | {'sslzoo (albumentations)':>23} | {'torchvision v2':>14} | ratio |"
     print(header)
     print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")

@@ -39,9 +39,9 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from sslzoo.serving.server import free_ports  # noqa: E402
+from sslzoo.serving.server import free_ports
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -213,8 +213,10 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="sslzoo-bench-serve-"))
     model = args.model or make_model(root / "model", args.backbone)
     images = load_images(args.data)
-    print(f"model: {model} | torch threads {args.threads} | TorchServe workers {args.workers} | "
-          f"CPU cores {os.cpu_count()} | cuda {torch.cuda.is_available()}")
+    print(
+        f"model: {model} | torch threads {args.threads} | TorchServe workers {args.workers} | "
+        f"CPU cores {os.cpu_count()} | cuda {torch.cuda.is_available()}"
+    )
 
     service = SegmentationService.load("bench", model)
     rows = []
@@ -259,8 +261,10 @@ def main() -> int:
             print(f"{t:>6.0f} {n:>9} {ok:>6} {bad:>6} {failed:>8} {rss:>14.0f}")
         memory = [row[5] for row in soak_rows[1:]]
         if len(memory) >= 2:
-            print(f"worker RSS: first {memory[0]:.0f} MB, last {memory[-1]:.0f} MB, max {max(memory):.0f} MB; "
-                  f"5xx/errors {soak_rows[-1][4]}")
+            print(
+                f"worker RSS: first {memory[0]:.0f} MB, last {memory[-1]:.0f} MB, max {max(memory):.0f} MB; "
+                f"5xx/errors {soak_rows[-1][4]}"
+            )
     return 0
 
 

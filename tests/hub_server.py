@@ -113,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     # -- routes ----------------------------------------------------------------------------------------------
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         parts, _ = self._parts()
         body = self._body()
         self.hub.requests.append(("POST", self.path))
@@ -135,10 +135,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._branch(repo, rest, json.loads(body) if body else {})
         return self._error(404, "NotFound", f"no route POST {self.path}")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._get(head=False)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._get(head=True)
 
     def _get(self, head: bool) -> None:

@@ -87,6 +87,7 @@ def test_synthetic_nuclei_deterministic_contiguous_and_touching() -> None:
         assert ndimage.label(labels == k)[1] == 1
     # H&E-like: nuclei darker and bluer than the stroma
     assert image[labels > 0].mean() < image[labels == 0].mean() - 50
+
     # touching pairs exist with touching=True and not without
     def touching_pairs(lab: np.ndarray) -> int:
         grown = ndimage.grey_dilation(lab, size=3)

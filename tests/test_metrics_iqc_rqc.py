@@ -86,8 +86,14 @@ def _rows():
         for seed in range(3):
             for rate in RATES:
                 rows.append(
-                    {"method": method, "dataset": "isic2017", "rate": rate, "frozen": frozen, "seed": seed,
-                     "dice": base + slope * rate + 0.01 * seed}
+                    {
+                        "method": method,
+                        "dataset": "isic2017",
+                        "rate": rate,
+                        "frozen": frozen,
+                        "seed": seed,
+                        "dice": base + slope * rate + 0.01 * seed,
+                    }
                 )
     return rows
 

@@ -258,8 +258,22 @@ def _tiny_dataset(root, n=8, size=40):
 def test_compare_encoders_command_prints_json(tmp_path, capsys):
     data = _tiny_dataset(tmp_path / "data")
     code = main(
-        ["compare-encoders", "random", "random", "--data", str(data), "--backbone", "resnet18", "--batch-size", "4",
-         "--size", "32", "--json", "--device", "cpu"]
+        [
+            "compare-encoders",
+            "random",
+            "random",
+            "--data",
+            str(data),
+            "--backbone",
+            "resnet18",
+            "--batch-size",
+            "4",
+            "--size",
+            "32",
+            "--json",
+            "--device",
+            "cpu",
+        ]
     )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
@@ -271,16 +285,49 @@ def test_compare_encoders_command_prints_json(tmp_path, capsys):
 
 def test_compare_encoders_command_rejects_too_few_images(tmp_path, capsys):
     data = _tiny_dataset(tmp_path / "data", n=3)
-    assert main(["compare-encoders", "random", "random", "--data", str(data), "--backbone", "resnet18",
-                 "--batch-size", "4", "--size", "32"]) == 2
+    assert (
+        main(
+            [
+                "compare-encoders",
+                "random",
+                "random",
+                "--data",
+                str(data),
+                "--backbone",
+                "resnet18",
+                "--batch-size",
+                "4",
+                "--size",
+                "32",
+            ]
+        )
+        == 2
+    )
     assert "cannot fill one CKA minibatch" in capsys.readouterr().err
 
 
 def test_neighbours_command_reports_nqc_and_writes_grid(tmp_path, capsys):
     data = _tiny_dataset(tmp_path / "data")
     out = tmp_path / "grid.png"
-    code = main(["neighbours", "random", "--data", str(data), "--backbone", "resnet18", "--size", "32",
-                 "--out", str(out), "--queries", "2", "--json", "--device", "cpu"])
+    code = main(
+        [
+            "neighbours",
+            "random",
+            "--data",
+            str(data),
+            "--backbone",
+            "resnet18",
+            "--size",
+            "32",
+            "--out",
+            str(out),
+            "--queries",
+            "2",
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 8
@@ -307,9 +354,27 @@ def test_neighbours_without_labels_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.shared_data
 def test_neighbours_on_real_isic_images(shared_data, capsys):
-    code = main(["neighbours", "random", "--data", str(shared_data / "isic2017"), "--dataset", "isic2017",
-                 "--split", "val", "--backbone", "resnet18", "--size", "32", "--max-images", "12", "--json",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "neighbours",
+            "random",
+            "--data",
+            str(shared_data / "isic2017"),
+            "--dataset",
+            "isic2017",
+            "--split",
+            "val",
+            "--backbone",
+            "resnet18",
+            "--size",
+            "32",
+            "--max-images",
+            "12",
+            "--json",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n_images"] == 12

@@ -85,8 +85,12 @@ def make_densecl(samples_per_epoch: int | None = 12, **params):
     from sslzoo.pretext.registry import get_method
 
     config = PretextConfig(
-        method="densecl", backbone="resnet18", input_size=SIZE, batch_size=4,
-        samples_per_epoch=samples_per_epoch, params={**SMALL, **params},
+        method="densecl",
+        backbone="resnet18",
+        input_size=SIZE,
+        batch_size=4,
+        samples_per_epoch=samples_per_epoch,
+        params={**SMALL, **params},
     )
     return get_method("densecl")(config)
 
@@ -159,8 +163,12 @@ def test_training_step_and_strict_export(tmp_path):
     method = make_densecl(samples_per_epoch=8)
     data = TensorDataset(torch.randn(8, 3, SIZE, SIZE), torch.randn(8, 3, SIZE, SIZE))
     trainer = pl.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     key_before = method.key_encoder.conv1.weight.detach().clone()
     trainer.fit(method, DataLoader(data, batch_size=4))
@@ -198,8 +206,9 @@ def test_densecl_learns_texture_classes_beyond_random_init_and_chance():
         for image in batch_images:
             side = int(round(size * torch.empty(1).uniform_(0.5, 1.0, generator=generator).item() ** 0.5))
             y0, x0 = (int(torch.randint(0, size - side + 1, (1,), generator=generator)) for _ in range(2))
-            crop = F.interpolate(image[None, :, y0:y0 + side, x0:x0 + side], size=(size, size), mode="bilinear",
-                                 align_corners=False)[0]
+            crop = F.interpolate(
+                image[None, :, y0 : y0 + side, x0 : x0 + side], size=(size, size), mode="bilinear", align_corners=False
+            )[0]
             crops.append(crop.flip(2) if torch.rand(1, generator=generator) < 0.5 else crop)
         return torch.stack(crops) + offset * torch.randn(len(crops), 3, 1, 1, generator=generator)
 
@@ -212,7 +221,11 @@ def test_densecl_learns_texture_classes_beyond_random_init_and_chance():
 
     torch.manual_seed(0)
     config = PretextConfig(
-        method="densecl", backbone="resnet18", input_size=size, batch_size=batch, samples_per_epoch=n_images,
+        method="densecl",
+        backbone="resnet18",
+        input_size=size,
+        batch_size=batch,
+        samples_per_epoch=n_images,
         params={"momentum": 0.9, "queue_size": 32, "head_hidden_dim": 256},
     )
     method = get_method("densecl")(config)

@@ -88,8 +88,12 @@ def make_detco(samples_per_epoch: int | None = 12, **params):
     from sslzoo.pretext.registry import get_method
 
     config = PretextConfig(
-        method="detco", backbone="resnet18", input_size=SIZE, batch_size=4,
-        samples_per_epoch=samples_per_epoch, params={**SMALL, **params},
+        method="detco",
+        backbone="resnet18",
+        input_size=SIZE,
+        batch_size=4,
+        samples_per_epoch=samples_per_epoch,
+        params={**SMALL, **params},
     )
     return get_method("detco")(config)
 
@@ -144,8 +148,9 @@ def test_momentum_branch_gets_no_gradient_and_follows_the_ema():
             p.add_(1.0)  # stands in for an optimiser step
     key_before = [p.detach().clone() for p in method.key_local_heads.parameters()]
     method.after_optimizer_step()
-    for old, online, key in zip(key_before, method.local_heads.parameters(), method.key_local_heads.parameters(),
-                                strict=True):
+    for old, online, key in zip(
+        key_before, method.local_heads.parameters(), method.key_local_heads.parameters(), strict=True
+    ):
         assert torch.allclose(key, 0.8 * old + 0.2 * online.detach(), atol=1e-6)
 
 
@@ -172,8 +177,12 @@ def test_training_step_and_strict_export(tmp_path):
     method = make_detco(samples_per_epoch=8)
     data = TensorDataset(torch.randn(8, 3, SIZE, SIZE), torch.randn(8, 3, SIZE, SIZE))
     trainer = pl.Trainer(
-        max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(method, DataLoader(data, batch_size=4))
     assert trainer.global_step == 2

@@ -84,8 +84,13 @@ def server(tmp_path_factory):
     template = template.replace("max_request_size=104857600", f"max_request_size={REQUEST_LIMIT}")
     assert f"max_request_size={REQUEST_LIMIT}" in template
     (root / "ts.properties").write_text(template)
-    env = dict(os.environ, SSLZOO_TORCH_THREADS="1", HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1",
-               SSLZOO_TS_CONFIG=str(root / "ts.properties"))
+    env = dict(
+        os.environ,
+        SSLZOO_TORCH_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        NO_ALBUMENTATIONS_UPDATE="1",
+        SSLZOO_TS_CONFIG=str(root / "ts.properties"),
+    )
     command = [
         sys.executable, "-m", "sslzoo", "serve",
         "--models", f"nuclei={models['instance']}", f"lesion={models['semantic']}", f"embed={models['encoder']}",
@@ -198,8 +203,9 @@ def test_evaluation_equals_metrics_evaluate(server, tmp_path):
         for folder in (preds, masks):
             for path in folder.iterdir():
                 z.write(path, f"{folder.name}/{path.name}")
-    by_zip = server.post("evaluate", files={"archive": ("set.zip", archive.getvalue(), "application/zip")},
-                         data={"task": "instance"})
+    by_zip = server.post(
+        "evaluate", files={"archive": ("set.zip", archive.getvalue(), "application/zip")}, data={"task": "instance"}
+    )
     assert by_zip.json() == expected
     image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
     with_model = server.post(
@@ -236,8 +242,10 @@ def test_bad_inputs_get_4xx_json_and_the_server_keeps_serving(server):
         "size mismatch": (
             server.post(
                 "evaluate",
-                files={"prediction_1": ("p.png", _png(np.zeros((10, 10), np.uint8))),
-                       "mask_1": ("m.png", _png(np.zeros((12, 10), np.uint8)))},
+                files={
+                    "prediction_1": ("p.png", _png(np.zeros((10, 10), np.uint8))),
+                    "mask_1": ("m.png", _png(np.zeros((12, 10), np.uint8))),
+                },
                 data={"task": "semantic"},
             ),
             400,

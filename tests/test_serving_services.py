@@ -91,8 +91,13 @@ def test_evaluation_of_predictions_equals_evaluate_pairs(samples):
     pred = np.zeros_like(gt)
     pred[12:30, 10:38] = 7
     pred[0:5, 0:5] = 9
-    fields = {"task": b"instance", "prediction_2": _png(pred), "mask_2": _png(gt), "prediction_10": _png(gt),
-              "mask_10": _png(gt)}
+    fields = {
+        "task": b"instance",
+        "prediction_2": _png(pred),
+        "mask_2": _png(gt),
+        "prediction_10": _png(gt),
+        "mask_10": _png(gt),
+    }
     result = EvaluationService().evaluate_fields(fields)
     expected = evaluate_pairs([("2", pred, gt), ("10", gt, gt)], "instance")
     assert result.model_dump() == expected.model_dump()
@@ -178,7 +183,9 @@ def store(model_dirs, tmp_path_factory):
 def test_model_store_layout(store):
     root, specs = store
     assert {name: spec.kind for name, spec in specs.items()} == {
-        "nuclei": "segmenter", "embed": "encoder", "evaluate": "evaluate"
+        "nuclei": "segmenter",
+        "embed": "encoder",
+        "evaluate": "evaluate",
     }
     manifest = json.loads((root / "nuclei" / "MAR-INF" / "MANIFEST.json").read_text())
     assert manifest["model"]["modelName"] == "nuclei" and manifest["model"]["handler"] == "segmentation.py"
@@ -233,8 +240,10 @@ def test_adapter_pixel_limit_and_evaluate_entry(store, samples):
     context = FakeContext(root / "evaluate", [{}, {}])
     adapter(None, context)
     big = _png(np.zeros((1001, 1000), np.uint8))
-    rows = [{"task": b"semantic", "prediction_1": big, "mask_1": big},
-            {"model": b"nuclei", "image_1": _png(samples["image"]), "mask_1": _png(samples["mask"])}]
+    rows = [
+        {"task": b"semantic", "prediction_1": big, "mask_1": big},
+        {"model": b"nuclei", "image_1": _png(samples["image"]), "mask_1": _png(samples["mask"])},
+    ]
     answers = adapter(rows, context)
     assert context.status[0] == 413 and json.loads(answers[0])["type"] == "PayloadTooLarge"
     assert context.status[1] == 200 and json.loads(answers[1])["model"] == "nuclei"

@@ -125,9 +125,7 @@ def read_label_map(source: Source) -> np.ndarray:
         arr = arr[..., 0]
     if arr.dtype == bool:
         return arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer) and (
-        not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))
-    ):
+    if not np.issubdtype(arr.dtype, np.integer) and (not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr))):
         raise DataError(
             f"{name}: label map is not integer (dtype {arr.dtype} with fractional values); "
             "save object ids as 8/16-bit integer PNG or TIFF"

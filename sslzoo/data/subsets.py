@@ -80,9 +80,7 @@ def nested_subsets(
     return {r: permuted[: subset_size(len(permuted), r)] for r in checked}
 
 
-def train_val_split(
-    ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0
-) -> tuple[list[str], list[str]]:
+def train_val_split(ids: Sequence[str], val_fraction: float = 0.1, seed: int = 0) -> tuple[list[str], list[str]]:
     """Carve a validation set of ``max(1, round(val_fraction * n))`` ids out of the training ids.
 
     Returns ``(train, val)``, both sorted. The draw uses ``np.random.default_rng([seed, 1])``,

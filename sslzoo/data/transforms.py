@@ -17,15 +17,15 @@ from collections.abc import Sequence
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI at import otherwise
 
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
 
-from sslzoo.data.io import to_rgb_uint8  # noqa: E402
-from sslzoo.errors import ConfigError  # noqa: E402
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from sslzoo.data.io import to_rgb_uint8
+from sslzoo.errors import ConfigError
+from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
 #: Datasets whose pretraining uses the paper's MoNuSeg augmentation list.
 PAPER_LIST_DATASETS = ("monuseg", "dsb2018")

@@ -71,10 +71,14 @@ def remove_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
 def default_search_space() -> list[WatershedParams]:
     """The grid :func:`tune_watershed` searches by default (36 settings)."""
     grid = itertools.product((0.0, 1.0), (0.1, 0.2, 0.3), (0.3, 0.5, 0.7), (10,), (None,))
-    extra = [WatershedParams(sigma=1.0, foreground_threshold=f, seed_threshold=0.5, h=h) for f in (0.1, 0.2)
-             for h in (0.05, 0.1, 0.2)]
-    base = [WatershedParams(sigma=s, foreground_threshold=f, seed_threshold=t, min_size=m, h=h)
-            for s, f, t, m, h in grid]
+    extra = [
+        WatershedParams(sigma=1.0, foreground_threshold=f, seed_threshold=0.5, h=h)
+        for f in (0.1, 0.2)
+        for h in (0.05, 0.1, 0.2)
+    ]
+    base = [
+        WatershedParams(sigma=s, foreground_threshold=f, seed_threshold=t, min_size=m, h=h) for s, f, t, m, h in grid
+    ]
     return base + extra
 
 
@@ -94,8 +98,9 @@ def tune_watershed(
         raise DataError("tune_watershed needs the same, non-zero number of distance maps and label maps")
     best, best_score = None, -np.inf
     for params in search_space or default_search_space():
-        mean = float(np.mean([score(distance_to_instances(d, params), g) for d, g in zip(distances, labels,
-                                                                                          strict=True)]))
+        mean = float(
+            np.mean([score(distance_to_instances(d, params), g) for d, g in zip(distances, labels, strict=True)])
+        )
         if mean > best_score:
             best, best_score = params, mean
     assert best is not None

@@ -55,9 +55,7 @@ class EncoderConfig(BaseModel):
 
 def check_backbone(backbone: str) -> str:
     if backbone not in SUPPORTED_BACKBONES:
-        raise ConfigError(
-            f"unsupported backbone {backbone!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}"
-        )
+        raise ConfigError(f"unsupported backbone {backbone!r}; choose one of {', '.join(SUPPORTED_BACKBONES)}")
     return backbone
 
 
@@ -79,11 +77,7 @@ def weights_dtype_of(state: Mapping[str, torch.Tensor]) -> WeightsDtype:
 
 def encoder_state_dict(encoder: nn.Module) -> dict[str, torch.Tensor]:
     """The encoder's weights under smp/torchvision names, without ``fc.*``, contiguous, on CPU."""
-    return {
-        k: v.detach().cpu().contiguous()
-        for k, v in encoder.state_dict().items()
-        if not k.startswith("fc.")
-    }
+    return {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items() if not k.startswith("fc.")}
 
 
 def save_encoder(encoder: nn.Module, out_dir: str | Path, config: EncoderConfig) -> Path:

@@ -47,8 +47,9 @@ def gather_locations(grid: Tensor, index: Tensor) -> Tensor:
     return grid.gather(2, index.unsqueeze(1).expand(-1, grid.shape[1], -1))
 
 
-def dense_info_nce(query_grid: Tensor, key_grid: Tensor, match_index: Tensor, queue: Tensor,
-                   temperature: float) -> Tensor:
+def dense_info_nce(
+    query_grid: Tensor, key_grid: Tensor, match_index: Tensor, queue: Tensor, temperature: float
+) -> Tensor:
     """Dense InfoNCE of DenseCL, mean over all N·L query locations.
 
     Location i of image n is a query with the positive ``key_grid[n, :, match_index[n, i]]`` and the
@@ -129,8 +130,9 @@ class LocalProjectionHead(nn.Module):
     ``mlp(concat_p(W_patch · f_p))``.
     """
 
-    def __init__(self, in_channels: int, num_patches: int = 9, patch_dim: int = 128, hidden_dim: int = 2048,
-                 out_dim: int = 128):
+    def __init__(
+        self, in_channels: int, num_patches: int = 9, patch_dim: int = 128, hidden_dim: int = 2048, out_dim: int = 128
+    ):
         super().__init__()
         self.num_patches = num_patches
         self.patch_projection = nn.Linear(in_channels, patch_dim)
@@ -148,8 +150,15 @@ class LocalProjectionHead(nn.Module):
         return self.mlp(self.patch_projection(patch_features).flatten(1))
 
 
-def detco_stage_losses(query_global: Tensor, query_local: Tensor, key_global: Tensor, key_local: Tensor,
-                       global_queue: Tensor, local_queue: Tensor, temperature: float) -> dict[str, Tensor]:
+def detco_stage_losses(
+    query_global: Tensor,
+    query_local: Tensor,
+    key_global: Tensor,
+    key_local: Tensor,
+    global_queue: Tensor,
+    local_queue: Tensor,
+    temperature: float,
+) -> dict[str, Tensor]:
     """DetCo's three InfoNCE terms (:func:`~sslzoo.pretext.losses.info_nce_loss`) at one stage.
 
     Inputs are (N, D) embeddings and (K, D) queues (normalised inside the loss).

@@ -104,8 +104,9 @@ class DetCo(PretextMethod):
             "key_local_heads": self.key_local_heads,
         }
 
-    def representations(self, images: Tensor, encoder: nn.Module, global_heads: nn.ModuleList,
-                        local_heads: nn.ModuleList) -> tuple[list[Tensor], list[Tensor]]:
+    def representations(
+        self, images: Tensor, encoder: nn.Module, global_heads: nn.ModuleList, local_heads: nn.ModuleList
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """Per stage 2..5: global (N, D) and local (N, D) representations of ``images`` (N, 3, H, W)."""
         grid = int(self.params["grid"])
         patches = jigsaw_patches(images, grid, int(self.params["patch_size"]) or None)
@@ -134,8 +135,13 @@ class DetCo(PretextMethod):
         for i, stage in enumerate(STAGES):
             # clone: the queues are overwritten in place below while autograd still holds these negatives
             terms = detco_stage_losses(
-                query_global[i], query_local[i], key_global[i], key_local[i],
-                self.global_queues[i].features().clone(), self.local_queues[i].features().clone(), temperature,
+                query_global[i],
+                query_local[i],
+                key_global[i],
+                key_local[i],
+                self.global_queues[i].features().clone(),
+                self.local_queues[i].features().clone(),
+                temperature,
             )
             stage_loss = sum(terms.values())
             loss = loss + self.stage_weights[i] * stage_loss

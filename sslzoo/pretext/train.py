@@ -37,9 +37,7 @@ def guess_dataset(data: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------- data
-def two_view_dataset(
-    data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = ()
-) -> Dataset:
+def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = ()) -> Dataset:
     """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``."""
     from sslzoo.data.datasets import unlabelled_images
     from sslzoo.data.pretext_dataset import TwoViewDataset

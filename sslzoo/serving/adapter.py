@@ -99,10 +99,8 @@ class _Metrics:
                 "SslzooRequests", "count", ["ModelName", "Status"], MetricTypes.COUNTER
             )
             self.latency = cache.add_metric_to_cache("SslzooLatency", "ms", ["ModelName"], MetricTypes.GAUGE)
-            self.objects = cache.add_metric_to_cache(
-                "SslzooObjectsPerImage", "count", ["ModelName"], MetricTypes.GAUGE
-            )
-        except Exception:  # noqa: BLE001 - metrics must never break serving
+            self.objects = cache.add_metric_to_cache("SslzooObjectsPerImage", "count", ["ModelName"], MetricTypes.GAUGE)
+        except Exception:
             logger.warning("custom metrics unavailable", exc_info=True)
 
     def record(self, status: int, milliseconds: float, count: int | None) -> None:
@@ -113,7 +111,7 @@ class _Metrics:
                 self.latency.add_or_update(round(milliseconds, 2), [self.model])
             if self.objects is not None and count is not None:
                 self.objects.add_or_update(count, [self.model])
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.warning("cannot record metrics", exc_info=True)
 
 
@@ -149,6 +147,7 @@ class ServingAdapter:
         self.service = build_service(spec, model_dir, device)
         self.metrics = _Metrics(context, spec.name)
         import skimage.measure  # noqa: F401 - lazy-loaded package: import now, not on the first request
+
         logger.info("sslzoo %s %r ready on %s", spec.kind, spec.name, device)
 
     # -- requests --------------------------------------------------------------------------------------
@@ -162,7 +161,7 @@ class ServingAdapter:
                     raise RuntimeError("the handler was not initialised")
                 encoded = self.process(row or {}, request_headers(context, index))
                 status, body, content_type, count = 200, encoded.body, encoded.content_type, encoded.count
-            except Exception as exc:  # noqa: BLE001 - an escaping exception would become an opaque 503
+            except Exception as exc:
                 if not isinstance(exc, SslzooError):
                     logger.exception("unexpected error while serving %s", self.kind)
                 status, body = error_body(exc)

@@ -83,9 +83,7 @@ def header_pixels(data: bytes, name: str = "image") -> tuple[int, tuple[int, ...
     """Pixel count and shape from the header alone (no pixel data decoded)."""
     kind = sniff_format(data)
     if kind is None:
-        raise DataError(
-            f"{name}: not a {SUPPORTED} file (starts with {data[:8]!r}); send one of those formats"
-        )
+        raise DataError(f"{name}: not a {SUPPORTED} file (starts with {data[:8]!r}); send one of those formats")
     try:
         if kind == "png":
             if len(data) < 24 or data[12:16] != b"IHDR":
@@ -109,7 +107,7 @@ def header_pixels(data: bytes, name: str = "image") -> tuple[int, tuple[int, ...
         return width * height, (height, width)
     except SslzooError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure on untrusted input is bad input
+    except Exception as exc:
         if type(exc).__name__ == "DecompressionBombError":
             raise TooLargeError(f"{name}: {exc}") from exc
         raise DataError(f"{name}: cannot read the {kind.upper()} header ({exc}); send a complete, valid file") from exc
@@ -138,7 +136,7 @@ def _decode(reader, data: object, max_pixels: int | None, name: str) -> np.ndarr
             return reader(data)
     except SslzooError as exc:
         raise type(exc)(str(exc).replace("<bytes>", name, 1)) from exc
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types on malformed input
+    except Exception as exc:
         detail = f"{type(exc).__name__}: {exc}"
         raise DataError(f"{name}: cannot decode ({detail}); send a complete {SUPPORTED} file") from exc
 

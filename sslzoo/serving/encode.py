@@ -89,6 +89,7 @@ def outer_ring(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[list[
     contours = find_contours(padded, 0.5)
     if not contours:
         return []
+
     # the outer boundary of the largest piece encloses the largest area (shoelace formula)
     def enclosed(c: np.ndarray) -> float:
         return 0.5 * abs(float(np.dot(c[:-1, 0], c[1:, 1]) - np.dot(c[1:, 0], c[:-1, 1])))

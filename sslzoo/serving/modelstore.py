@@ -132,7 +132,7 @@ def build_model_store(
             except SslzooError as exc:
                 shutil.rmtree(entry, ignore_errors=True)
                 raise type(exc)(f"model {name!r} ({source}): {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - pydantic, safetensors, torch: say which model is broken
+            except Exception as exc:
                 shutil.rmtree(entry, ignore_errors=True)
                 detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:400]
                 raise DataError(

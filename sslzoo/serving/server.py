@@ -178,8 +178,15 @@ def read_keys(workdir: str | Path) -> dict[str, str]:
 class TorchServeProcess:
     """``torchserve --foreground`` in its own process group; a context manager that always stops it."""
 
-    def __init__(self, workdir: Path, config_file: Path, store: Path, models: list[str], token_auth: bool,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config_file: Path,
+        store: Path,
+        models: list[str],
+        token_auth: bool,
+        log_file: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         tmp = workdir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
@@ -189,16 +196,25 @@ class TorchServeProcess:
         # TorchServe keeps its pid file and worker sockets in the temp dir: one per server avoids clashes
         env.update(TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(logs), METRICS_LOCATION=str(logs))
         command = [
-            torchserve_executable(), "--foreground", "--ncs",
-            "--ts-config", str(config_file), "--model-store", str(store),
+            torchserve_executable(),
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config_file),
+            "--model-store",
+            str(store),
         ]
         if not token_auth:
             command.append("--disable-token-auth")
         self.command = command
         self._log = open(log_file, "ab") if log_file else None  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command, cwd=workdir, env=env, start_new_session=True,
-            stdout=self._log, stderr=subprocess.STDOUT if self._log else None,
+            command,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
         )
 
     def alive(self) -> bool:

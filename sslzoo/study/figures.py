@@ -459,7 +459,7 @@ def dataset_section(
     for name, part in (("CKA", cka_part), ("NQC / neighbour grid", neighbour_part), ("Grad-CAM", gradcam_part)):
         try:
             lines += part()
-        except Exception as exc:  # noqa: BLE001 - one failing figure must leave the rest of the report intact
+        except Exception as exc:
             lines += _skip_note(name, exc)
     return lines, cka
 
@@ -491,7 +491,7 @@ def representation_figures(
         try:
             section, rows_cka = dataset_section(dataset, rows, present, out, work, config,
                                                 None if data_root is None else Path(data_root), settings)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the report is written even when the work folder is incomplete
+        except Exception as exc:
             section, rows_cka = [f"### {dataset}", "", *_skip_note("Representation figures", exc)], []
         lines += section
         cka += rows_cka
