@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sslzoo.cli import main
-from sslzoo.data.cli import DATASET_CHOICES
+from sslzoo.cli.data import DATASET_CHOICES
 from sslzoo.data.datasets import DATASET_KINDS, open_dataset
 from sslzoo.data.info import DatasetInfo, SizeSummary, dataset_info, format_dataset_info
 from sslzoo.data.samples import sample_dataset_path

@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sslzoo.cli import main
+from sslzoo.cli.zoo import WEIGHTS_DTYPES
 from sslzoo.errors import ConfigError
 from sslzoo.hub import defaults, load_encoder, load_segmenter
-from sslzoo.hub.cli import WEIGHTS_DTYPES
 from sslzoo.hub.package import package
 from sslzoo.models.encoders import WEIGHTS_DTYPES as MODEL_WEIGHTS_DTYPES
 from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sslzoo.cli_common import add_trainer_arguments
+from sslzoo.cli.common import add_trainer_arguments
 from sslzoo.errors import ConfigError
 
 DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")

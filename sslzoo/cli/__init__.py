@@ -1,7 +1,9 @@
 """The ``sslzoo`` command.
 
-Each command group lives beside the code it drives (``sslzoo/<area>/cli.py``) and
-exposes ``register(subparsers)``; this module only assembles them. Command modules
+``sslzoo/cli/`` is the top layer of the package: one module per command group
+(``data``, ``pretext``, ``finetune``, ``evaluate``, ``representation``, ``study``,
+``zoo``, ``serving``), each exposing ``register(subparsers)``; this module only
+assembles them. A command module that fails to import is an error, never skipped. Command modules
 import heavy libraries (torch, ...) inside their handlers so that ``--help`` is fast.
 The CLI holds no logic the Python API lacks: handlers parse arguments, call the API
 and print.
@@ -20,14 +22,14 @@ from sslzoo.errors import SslzooError
 
 #: Modules contributing commands, in the order they appear in ``sslzoo --help``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "sslzoo.data.cli",
-    "sslzoo.pretext.cli",
-    "sslzoo.downstream.cli",
-    "sslzoo.metrics.cli",
-    "sslzoo.metrics.representation_cli",
-    "sslzoo.study.cli",
-    "sslzoo.hub.cli",
-    "sslzoo.serving.cli",
+    "sslzoo.cli.data",
+    "sslzoo.cli.pretext",
+    "sslzoo.cli.finetune",
+    "sslzoo.cli.evaluate",
+    "sslzoo.cli.representation",
+    "sslzoo.cli.study",
+    "sslzoo.cli.zoo",
+    "sslzoo.cli.serving",
 )
 
 
@@ -45,13 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sslzoo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that area has no commands yet
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

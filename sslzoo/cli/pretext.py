@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from sslzoo.cli_common import add_trainer_arguments
+from sslzoo.cli.common import add_trainer_arguments
 from sslzoo.errors import ConfigError
 
 DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
