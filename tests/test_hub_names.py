@@ -8,9 +8,6 @@ from sslzoo.cli import main
 from sslzoo.errors import ConfigError, NotFoundError
 from sslzoo.hub import defaults
 from sslzoo.hub.names import (
-    BACKBONES,
-    DATASETS,
-    METHODS,
     ZooName,
     hub_namespace,
     is_zoo_name,
@@ -19,6 +16,7 @@ from sslzoo.hub.names import (
     repo_id_for,
     split_repo_id,
 )
+from sslzoo.vocabulary import BACKBONES, DATASET_KINDS, INITS
 
 
 def test_encoder_and_segmenter_names_parse() -> None:
@@ -53,7 +51,7 @@ def test_bad_names_say_what_is_wrong(name: str, fragment: str) -> None:
         parse_name(name)
     assert not is_zoo_name(name)
     if "unknown" in fragment:  # the message lists the valid choices
-        choices = {"method": METHODS, "backbone": BACKBONES, "dataset": DATASETS}.get(fragment.split()[1], ())
+        choices = {"method": INITS, "backbone": BACKBONES, "dataset": DATASET_KINDS}.get(fragment.split()[1], ())
         assert all(choice in str(info.value) for choice in choices)
 
 

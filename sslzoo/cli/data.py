@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-DATASET_CHOICES = ("isic2017", "monuseg", "dsb2018", "folder")  # = sslzoo.data.datasets.DATASET_KINDS
+from sslzoo.vocabulary import DATASET_KINDS
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("path", metavar="PATH", help="dataset folder")
     info.add_argument(
         "--dataset",
-        choices=DATASET_CHOICES,
+        choices=DATASET_KINDS,
         default=None,
         help="dataset kind; default: detected from the layout, folder name or SOURCE.md",
     )

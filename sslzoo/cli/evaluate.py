@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from sslzoo.vocabulary import TASKS
+
 if TYPE_CHECKING:
     from sslzoo.metrics.evaluate import EvaluationResult
 
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", required=True, choices=("semantic", "instance"), help="kind of segmentation")
+    parser.add_argument("--task", required=True, choices=TASKS, help="kind of segmentation")
     parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions")
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground-truth masks")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")

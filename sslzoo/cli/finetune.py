@@ -6,8 +6,7 @@ import argparse
 
 from sslzoo.cli.common import add_trainer_arguments
 from sslzoo.errors import ConfigError
-
-DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
+from sslzoo.vocabulary import BACKBONES, DATASET_KINDS, TASKS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", default="random", help="encoder: random, imagenet, an encoder folder or a zoo name")
     p.add_argument("--data", required=True, help="labelled dataset folder (images + masks)")
-    p.add_argument("--task", choices=("semantic", "instance"), help="default: the dataset's task")
+    p.add_argument("--task", choices=TASKS, help="default: the dataset's task")
     p.add_argument("--rate", type=float, default=1.0, help="annotation rate in (0, 1], e.g. 0.04 (default 1.0)")
     p.add_argument("--frozen", action="store_true", help="keep the encoder frozen (train the decoder only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset draw and training (default 0)")
     p.add_argument("--out", required=True, help="output folder (segmenter, result.json, metrics.csv, checkpoints)")
-    p.add_argument("--backbone", default="resnet50", help="ResNet encoder (default resnet50)")
+    p.add_argument("--backbone", default="resnet50", help=f"ResNet encoder: {', '.join(BACKBONES)} (default resnet50)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=50, help="maximum epochs (default 50; early stopping)")
     length.add_argument("--max-steps", type=int, help="train for at most N optimiser steps instead of epochs")
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of tiles for validation (default 0.1)")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
     p.add_argument("--eval-split", help="split to score (default: test, else val, else a fixed 20 %% hold-out)")
-    p.add_argument("--dataset", choices=DATASETS, help="dataset kind (default: detected from the folder)")
+    p.add_argument("--dataset", choices=DATASET_KINDS, help="dataset kind (default: detected from the folder)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     add_trainer_arguments(p, strategy=False)

@@ -9,8 +9,7 @@ from typing import Any
 
 from sslzoo.cli.common import add_trainer_arguments
 from sslzoo.errors import ConfigError
-
-DATASETS = ("isic2017", "monuseg", "dsb2018", "folder")
+from sslzoo.vocabulary import BACKBONES, BASELINES, DATASET_KINDS, METHODS
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
@@ -32,20 +31,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="pretrain an encoder with a self-supervised pretext method",
         description=(
-            "Pretrain a U-Net encoder on unlabelled images with one pretext method (autoencoder, simclr, byol, "
-            "moco, barlowtwins, densecl, detco) and export it to OUT/model.safetensors + config.json. "
-            "The baselines 'random' and 'imagenet' are exported without training. "
+            f"Pretrain a U-Net encoder on unlabelled images with one pretext method ({', '.join(METHODS)}) and "
+            "export it to OUT/model.safetensors + config.json. "
+            f"The baselines {' and '.join(BASELINES)} are exported without training. "
             "Defaults follow the paper: SGD lr 1e-3, momentum 0.9, weight decay 1e-4, cosine annealing, 256x256."
         ),
     )
-    p.add_argument("--method", required=True, help="pretext method or baseline (see 'sslzoo methods')")
+    p.add_argument(
+        "--method",
+        required=True,
+        help=f"pretext method or baseline: {', '.join(METHODS + BASELINES)} (see 'sslzoo methods')",
+    )
     p.add_argument("--data", help="folder of (unlabelled) images; not needed for random/imagenet")
     p.add_argument(
         "--dataset",
-        choices=DATASETS,
+        choices=DATASET_KINDS,
         help="dataset layout and augmentation list (default: the folder's name if it is one of these, else folder)",
     )
-    p.add_argument("--backbone", default="resnet50", help="ResNet encoder (default resnet50)")
+    p.add_argument("--backbone", default="resnet50", help=f"ResNet encoder: {', '.join(BACKBONES)} (default resnet50)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train for N epochs")
     length.add_argument("--max-steps", type=int, help="train for N optimiser steps")
@@ -80,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="List the pretext methods; --table prints Table II (ψ, Δθ counted from built modules, ...).",
     )
     m.add_argument("--table", action="store_true", help="print Table II: ψ, Δθ, batch assumption, notes")
-    m.add_argument("--backbone", default="resnet50", help="backbone for the Δθ count (default resnet50)")
+    m.add_argument(
+        "--backbone", default="resnet50", help=f"backbone for the Δθ count: {', '.join(BACKBONES)} (default resnet50)"
+    )
     m.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     m.set_defaults(handler=run_methods)
 
@@ -100,7 +105,7 @@ def _show_sslzoo_logs() -> None:
 def run_pretrain(args: argparse.Namespace) -> int:
     _show_sslzoo_logs()
     from sslzoo.pretext.base import PretextConfig
-    from sslzoo.pretext.registry import BASELINES, get_method
+    from sslzoo.pretext.registry import get_method
     from sslzoo.pretext.train import guess_dataset, pretrain
 
     if args.method not in BASELINES:
@@ -143,7 +148,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    from sslzoo.pretext.registry import BASELINES, get_method, method_names
+    from sslzoo.pretext.registry import get_method, method_names
 
     if args.table:
         from sslzoo.models.encoders import check_backbone

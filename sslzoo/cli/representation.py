@@ -14,8 +14,7 @@ import sys
 from typing import Any
 
 from sslzoo.errors import ConfigError, DataError
-
-DATASET_CHOICES = ("isic2017", "monuseg", "dsb2018", "folder")
+from sslzoo.vocabulary import BACKBONES, DATASET_KINDS
 
 
 def _device(name: str) -> Any:
@@ -111,6 +110,7 @@ def neighbours(args: argparse.Namespace) -> int:
         shown = {int(j) for q in queries for j in (q, result.nearest_index[q], result.farthest_index[q])}
         images = {j: index.read_image(samples[j]) for j in shown}
         grid = plot_neighbours(images, labels, result.nearest_index, result.farthest_index, queries, args.out)
+    class_counts = {str(k): v for k, v in result.class_counts.items()}
     payload = {
         "encoder": str(args.encoder),
         "backbone": config.backbone,
@@ -120,13 +120,13 @@ def neighbours(args: argparse.Namespace) -> int:
         "nqc": result.nqc,
         "random_expectation": result.random_expectation,
         "loo_expectation": result.loo_expectation,
-        "class_counts": {str(k): v for k, v in result.class_counts.items()},
+        "class_counts": class_counts,
         "grid": None if grid is None else str(grid),
     }
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
-    counts = ", ".join(f"{k} {v}" for k, v in payload["class_counts"].items())
+    counts = ", ".join(f"{k} {v}" for k, v in class_counts.items())
     print(f"NQC of {args.encoder} on {len(samples)} images of {args.data} ({counts})")
     print(f"NQC                               {result.nqc:.4f}")
     print(f"random expectation sum (n_c/l)^2  {result.random_expectation:.4f}")
@@ -142,10 +142,14 @@ def neighbours(args: argparse.Namespace) -> int:
 def _add_common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--data", required=True, help="dataset folder (e.g. ../shared/data/isic2017)")
     parser.add_argument(
-        "--dataset", choices=DATASET_CHOICES, default=None, help="dataset layout (default: detected from the folder)"
+        "--dataset", choices=DATASET_KINDS, default=None, help="dataset layout (default: detected from the folder)"
     )
     parser.add_argument("--split", default=None, help="use only this split (e.g. val); default: all samples")
-    parser.add_argument("--backbone", default="resnet50", help="backbone for 'random'/'imagenet' (default resnet50)")
+    parser.add_argument(
+        "--backbone",
+        default="resnet50",
+        help=f"backbone for 'random'/'imagenet': {', '.join(BACKBONES)} (default resnet50)",
+    )
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
     parser.add_argument("--max-images", type=int, default=None, help="use a seeded random subset of N images")
     parser.add_argument("--size", type=int, default=None, help="input size (default: the encoder's, usually 256)")

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -34,6 +33,7 @@ from sslzoo.data import io
 from sslzoo.data.isic import is_isic2017_official, scan_isic2017_official
 from sslzoo.data.monuseg_xml import rasterize_monuseg_xml, relabel_in_order
 from sslzoo.errors import ConfigError, DataError
+from sslzoo.vocabulary import DATASET_KINDS, DATASET_TASKS, Task
 
 __all__ = [
     "DATASET_KINDS",
@@ -46,12 +46,10 @@ __all__ = [
     "unlabelled_images",
 ]
 
-DATASET_KINDS = ("isic2017", "monuseg", "dsb2018", "folder")
 LAYOUTS = ("isic2017-official", "monuseg-official", "simple", "folder")
-Task = Literal["semantic", "instance"]
 
 #: the task each known kind stands for; "folder" decides from its masks
-KIND_TASKS: dict[str, Task] = {"isic2017": "semantic", "monuseg": "instance", "dsb2018": "instance"}
+KIND_TASKS: dict[str, Task] = dict(DATASET_TASKS)
 #: splits listed first, in this order; others follow alphabetically
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 UNLABELED_SPLIT = "unlabeled"
@@ -337,8 +335,8 @@ def _kind_from_notes(root: Path) -> str | None:
 
 def _task_from_masks(samples: list[Sample], max_masks: int = 5) -> Task:
     """``semantic`` when the first non-empty masks hold only {0, 1} or {0, 255}, else ``instance``."""
-    for sample in [s for s in samples if s.mask is not None][:max_masks]:
-        values = set(np.unique(io.read_label_map(sample.mask)).tolist())
+    for mask in [s.mask for s in samples if s.mask is not None][:max_masks]:
+        values = set(np.unique(io.read_label_map(mask)).tolist())
         if values == {0}:
             continue
         return "semantic" if values <= {0, 1} or values <= {0, 255} else "instance"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -35,8 +34,7 @@ from sslzoo.data.subsets import rate_subset, train_val_split
 from sslzoo.data.targets import distance_map_target
 from sslzoo.data.tiling import Tile, pad_to, tile_grid
 from sslzoo.errors import ConfigError, DataError
-
-Task = Literal["semantic", "instance"]
+from sslzoo.vocabulary import Task
 
 #: share of the training images held out for scoring when the dataset has no val/test split
 HOLDOUT_FRACTION = 0.2

@@ -35,7 +35,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -46,10 +46,10 @@ from torch.utils.data import DataLoader
 
 from sslzoo.downstream.data import seed_worker_transform
 from sslzoo.errors import ConfigError
+from sslzoo.vocabulary import Task
 
 log = logging.getLogger(__name__)
 
-Task = Literal["semantic", "instance"]
 RESULT_FILE = "result.json"
 EVALUATION_FILE = "evaluation.json"
 METRICS_FILE = "metrics.csv"

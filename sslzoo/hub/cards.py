@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslzoo.errors import DataError
-from sslzoo.hub.names import SSL_METHODS, hub_namespace, is_zoo_name
+from sslzoo.hub.names import hub_namespace, is_zoo_name
 from sslzoo.hub.registry import DATASET_LICENCES
+from sslzoo.vocabulary import METHODS as SSL_METHODS
+from sslzoo.vocabulary import NAMED_DATASETS, encoder_name
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -200,8 +202,8 @@ def _base_model(config: Any, is_segmenter: bool, namespace: str | None) -> str |
         return f"{hub_namespace(namespace)}/{init}"
     if "/" in init and is_zoo_name(init.split("/")[-1]) and init.count("/") == 1:
         return init
-    if config.method in SSL_METHODS and config.dataset in DATASETS and config.dataset != "folder":
-        return f"{hub_namespace(namespace)}/{config.method}-{config.backbone}-{config.dataset}"
+    if config.method in SSL_METHODS and config.dataset in NAMED_DATASETS:
+        return f"{hub_namespace(namespace)}/{encoder_name(config.method, config.backbone, config.dataset)}"
     return None
 
 

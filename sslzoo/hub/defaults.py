@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 from sslzoo.errors import ConfigError, NotFoundError
-from sslzoo.hub.names import SERVICE_ALIASES, parse_name
+from sslzoo.hub.names import parse_name
+from sslzoo.vocabulary import SERVICE_ALIASES
 
 DEFAULTS_ENV = "SSLZOO_DEFAULTS_DIR"
 #: Where embedded defaults live inside the installed package.

@@ -33,6 +33,7 @@ from sslzoo.hub.names import (
     planned_names,
     split_repo_id,
 )
+from sslzoo.vocabulary import Task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -65,7 +66,7 @@ class ZooEntry(BaseModel):
     method: str
     backbone: str
     dataset: str
-    task: Literal["semantic", "instance"] | None = None
+    task: Task | None = None
     repo_id: str
     revision: str = Field("main", description="pinned Hub revision: a commit sha (preferred), tag or branch")
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 (hex)")
@@ -107,7 +108,7 @@ class ZooEntry(BaseModel):
             "backbone": parsed.backbone,
             "dataset": parsed.dataset,
             "task": parsed.task,
-            "repo_id": parsed.repo_id(namespace),
+            "repo_id": f"{hub_namespace(namespace)}/{parsed.name}",
             "licence": DATASET_LICENCES[parsed.dataset],
         }
         return cls(**{**base, **fields})

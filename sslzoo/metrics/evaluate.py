@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -22,9 +21,8 @@ from pydantic import BaseModel, Field
 from sslzoo.data.io import LABEL_SUFFIXES, list_images, read_array, read_label_map
 from sslzoo.errors import ConfigError, DataError
 from sslzoo.metrics.segmentation import as_label_map, dice_sums, instance_scores, pq_from_counts
+from sslzoo.vocabulary import TASKS, Task
 
-Task = Literal["semantic", "instance"]
-TASKS: tuple[str, ...] = ("semantic", "instance")
 #: Metrics reported per task, in output order.
 METRICS: dict[str, tuple[str, ...]] = {
     "semantic": ("dice",),

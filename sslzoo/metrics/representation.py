@@ -464,7 +464,7 @@ def images_loader(
 
 
 def plot_neighbours(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray] | Mapping[int, np.ndarray],
     labels: Sequence[str],
     nearest_index: np.ndarray,
     farthest_index: np.ndarray,

@@ -22,6 +22,7 @@ from torch import nn
 
 from sslzoo import __version__
 from sslzoo.errors import ConfigError, DataError
+from sslzoo.vocabulary import BACKBONES
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -29,7 +30,7 @@ CONFIG_FILE = "config.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+SUPPORTED_BACKBONES: tuple[str, ...] = BACKBONES
 
 #: Storage dtype of the floating-point tensors in ``model.safetensors``.
 WeightsDtype = Literal["float32", "float16", "bfloat16"]
@@ -133,9 +134,6 @@ def load_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor], sourc
         raise DataError(
             f"{source}: weights do not match this encoder ({detail}); was it exported for another backbone?"
         ) from exc
-
-
-BASELINES = ("random", "imagenet")
 
 
 def resolve_encoder(spec: str | Path, backbone: str = "resnet50") -> tuple[nn.Module, EncoderConfig]:

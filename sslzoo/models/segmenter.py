@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,9 @@ from sslzoo.data.transforms import normalize_to_tensor
 from sslzoo.downstream.watershed import WatershedParams, distance_to_instances
 from sslzoo.errors import DataError, NotFoundError
 from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD, WeightsDtype, weights_dtype_of
+from sslzoo.vocabulary import Task
 
 SEGMENTER_FILE = "segmenter.json"
-Task = Literal["semantic", "instance"]
 
 
 class SegmenterConfig(BaseModel):

@@ -8,14 +8,11 @@ gradients into the encoder and keeps its batch-norm statistics fixed (eval mode)
 
 from __future__ import annotations
 
-from typing import Literal
-
 import segmentation_models_pytorch as smp
 from torch import nn
 
 from sslzoo.models.encoders import EncoderConfig, encoder_state_dict, load_encoder_state, resolve_encoder
-
-Task = Literal["semantic", "instance"]
+from sslzoo.vocabulary import Task
 
 
 def build_unet(

@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from sslzoo.metrics.evaluate import EvaluationResult
+from sslzoo.vocabulary import Task
 
 OutputFormat = Literal["png", "json", "geojson"]
 ModelKind = Literal["segmenter", "encoder", "evaluate"]
-Task = Literal["semantic", "instance"]
 
 #: MIME type of each output format.
 CONTENT_TYPES: dict[str, str] = {

@@ -28,6 +28,7 @@ from sslzoo.errors import ConfigError, DataError, NotFoundError, TooLargeError
 from sslzoo.serving.decode import decode_image, decode_label_map
 from sslzoo.serving.encode import encode_output, objects_of
 from sslzoo.serving.schemas import CONTENT_TYPES, EmbeddingResponse, EvaluationResult
+from sslzoo.vocabulary import MODEL_ALIAS_KINDS, TASKS, is_task
 
 #: Accept-header media types → output format.
 MEDIA_FORMATS: dict[str, str] = {
@@ -37,7 +38,7 @@ MEDIA_FORMATS: dict[str, str] = {
     "application/geojson": "geojson",
 }
 #: Served aliases of the embedded defaults (CONTRACTS.md section 1) and their kind.
-DEFAULT_ALIASES: dict[str, str] = {"nuclei": "segmenter", "lesion": "segmenter", "embed": "encoder"}
+DEFAULT_ALIASES: dict[str, str] = dict(MODEL_ALIAS_KINDS)
 EVALUATE = "evaluate"
 
 #: Limits for zip archives sent to ``/predictions/evaluate``.
@@ -352,8 +353,8 @@ class EvaluationService:
             task = service.task
         if task is None:
             raise ConfigError("field 'task' is missing; send task=semantic or task=instance (or a 'model' field)")
-        if task not in ("semantic", "instance"):
-            raise ConfigError(f"unknown task {task!r}; choose semantic or instance")
+        if not is_task(task):
+            raise ConfigError(f"unknown task {task!r}; choose {' or '.join(TASKS)}")
         missing_masks = sorted(set(inputs) - set(masks), key=_natural_key)
         missing_inputs = sorted(set(masks) - set(inputs), key=_natural_key)
         if missing_masks or missing_inputs:

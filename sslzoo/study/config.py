@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslzoo.errors import ConfigError
-
-Task = Literal["semantic", "instance"]
+from sslzoo.vocabulary import BASELINES, DATASET_KINDS, METHODS, Task
 
 #: Methods the study knows (CONTRACTS.md section 1): baselines first, then the pretext methods in Table II order.
-BASELINE_METHODS: tuple[str, ...] = ("random", "imagenet")
-PRETEXT_METHODS: tuple[str, ...] = ("autoencoder", "simclr", "byol", "moco", "barlowtwins", "densecl", "detco")
+BASELINE_METHODS: tuple[str, ...] = BASELINES
+PRETEXT_METHODS: tuple[str, ...] = METHODS
 KNOWN_METHODS: tuple[str, ...] = BASELINE_METHODS + PRETEXT_METHODS
 #: The paper's annotation rates 1 % .. 64 % plus the fully annotated set.
 DEFAULT_RATES: tuple[float, ...] = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.0)
@@ -43,7 +42,7 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path
-    kind: str | None = Field(None, description="isic2017 | monuseg | dsb2018 | folder; None: detected")
+    kind: str | None = Field(None, description=f"{' | '.join(DATASET_KINDS)}; None: detected")
     task: Task | None = Field(None, description="semantic | instance; None: the dataset's own")
 
 

@@ -32,6 +32,7 @@ from sslzoo.study.config import BASELINE_METHODS, StudyConfig
 from sslzoo.study.grid import RunSpec, build_grid, shard_grid
 from sslzoo.study.report import record_pretrain_history
 from sslzoo.study.results import LOCK_FILE, locked, read_runs, record_run, write_iqc
+from sslzoo.vocabulary import join_name
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ class StudyProgress:
 
 
 def encoder_name(method: str, backbone: str, dataset: str) -> str:
-    """Zoo encoder name ``<method>-<backbone>-<dataset>`` (CONTRACTS.md section 1)."""
-    return f"{method}-{backbone}-{dataset}"
+    """Folder name of a study encoder: the zoo grammar ``<method>-<backbone>-<dataset>`` (CONTRACTS.md section 1),
+    with the study's own dataset key as ``<dataset>``."""
+    return join_name(method, backbone, dataset)
 
 
 def pretrain_folder(work_dir: str | Path, method: str, backbone: str, dataset: str) -> Path:
