@@ -18,7 +18,7 @@ _EXPORTS = {
     "build_method": "sslzoo.pretext.registry",
     "method_names": "sslzoo.pretext.registry",
     "register_method": "sslzoo.pretext.registry",
-    "METHODS": "sslzoo.pretext.registry",
+    "REGISTRY": "sslzoo.pretext.registry",
     "BASELINES": "sslzoo.pretext.registry",
     "method_table": "sslzoo.pretext.table",
 }

@@ -1,81 +1,73 @@
 """The method registry: a method registers itself when its module is imported.
 
-``METHOD_MODULES`` lists every known method module in Table II order; they are
-imported lazily (``importlib``) by :func:`load_methods`, and a module that does not
-exist (yet) is skipped, so :func:`get_method` and ``sslzoo methods`` see whatever
-is installed.
+Every pretext method of :data:`sslzoo.vocabulary.METHODS` lives in the module ``sslzoo.pretext.<method>``.
+:func:`load_methods` imports them all lazily (``importlib``); a module that fails to import raises its
+error, and one that imports but registers no class of its name is an error too, so the registry always
+holds exactly the vocabulary's methods.
 """
 
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import TYPE_CHECKING, TypeVar
 
 from sslzoo.errors import ConfigError
+from sslzoo.vocabulary import BASELINES, METHODS
 
 if TYPE_CHECKING:
     from sslzoo.pretext.base import PretextConfig, PretextMethod
 
-#: Method modules under ``sslzoo.pretext``, in the order of the paper's Table II.
-METHOD_MODULES: tuple[str, ...] = ("autoencoder", "simclr", "byol", "moco", "barlowtwins", "densecl", "detco")
-#: Initialisations that are not trained: exported straight from ``resolve_encoder``.
-BASELINES: tuple[str, ...] = ("random", "imagenet")
+__all__ = ["BASELINES", "REGISTRY", "build_method", "get_method", "load_methods", "method_names", "register_method"]
 
-METHODS: dict[str, type[PretextMethod]] = {}
-#: Method modules that exist but failed to import (name -> error); reported by :func:`get_method`.
-BROKEN: dict[str, Exception] = {}
+#: Registered method classes by name (filled by :func:`register_method`).
+REGISTRY: dict[str, type[PretextMethod]] = {}
 
 M = TypeVar("M", bound="type[PretextMethod]")
 
 
 def register_method(cls: M) -> M:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
+    """Class decorator: make ``cls`` available under ``cls.name``, which must be one of :data:`METHODS`."""
     name = getattr(cls, "name", "")
     if not name:
         raise TypeError(f"{cls.__name__} must set the class attribute 'name' to register")
-    METHODS[name] = cls
+    if name not in METHODS:
+        raise TypeError(
+            f"{cls.__name__} registers method {name!r}, which sslzoo.vocabulary.Method does not list; "
+            "add the name there (the one place that lists the methods)"
+        )
+    REGISTRY[name] = cls
     return cls
 
 
 def load_methods() -> dict[str, type[PretextMethod]]:
-    """Import every method module that exists; returns the registry."""
-    for module in METHOD_MODULES:
-        full = f"{__package__}.{module}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if exc.name == full:  # not written (yet)
-                continue
-            _broken(module, exc)
-        except ImportError as exc:  # a module under construction must not hide the others
-            _broken(module, exc)
-    return METHODS
+    """Import the module of every method in :data:`METHODS`; returns the registry.
 
-
-def _broken(module: str, exc: Exception) -> None:
-    if module not in BROKEN:
-        warnings.warn(f"pretext method module {module!r} failed to import: {exc}", RuntimeWarning, stacklevel=3)
-    BROKEN[module] = exc
+    An import error of a method module propagates; a module that registers no class of its own name
+    raises :class:`RuntimeError`.
+    """
+    for name in METHODS:
+        importlib.import_module(f"{__package__}.{name}")
+    missing = [name for name in METHODS if name not in REGISTRY]
+    if missing:
+        raise RuntimeError(
+            f"pretext module(s) {', '.join(missing)} registered no method of that name; decorate the method "
+            "class with @register_method and set its 'name'"
+        )
+    return REGISTRY
 
 
 def method_names() -> list[str]:
-    """Registered method names, Table II order first."""
+    """Registered method names, in Table II order (= :data:`METHODS`)."""
     methods = load_methods()
-    ordered = [m for m in METHOD_MODULES if m in methods]
-    return ordered + sorted(set(methods) - set(ordered))
+    return [name for name in METHODS if name in methods]
 
 
 def get_method(name: str) -> type[PretextMethod]:
     """The method class registered as ``name``; :class:`ConfigError` when unknown."""
     methods = load_methods()
-    if name not in methods and name in BROKEN:
-        raise ConfigError(f"pretext method {name!r} is installed but failed to import: {BROKEN[name]}") from BROKEN[
-            name
-        ]
     if name not in methods:
         hint = " (baselines are not trained: use pretrain(method=...) or --init)" if name in BASELINES else ""
-        raise ConfigError(f"unknown pretext method {name!r}{hint}; choose one of {', '.join(method_names())}")
+        raise ConfigError(f"unknown pretext method {name!r}{hint}; choose one of {', '.join(METHODS)}")
     return methods[name]
 
 
