@@ -303,6 +303,19 @@ def _png_bomb(side: int = 50_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + body
 
 
+def _thin_png(width: int) -> bytes:
+    """A 47-byte-ish PNG announcing width x 1 pixels: once a 35 GiB tile allocation."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, 1, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
 def test_bad_inputs_get_4xx_json_and_the_server_keeps_serving(server):
     good = _png(np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8))
     octet = {"Content-Type": "application/octet-stream"}
@@ -330,7 +343,16 @@ def test_bad_inputs_get_4xx_json_and_the_server_keeps_serving(server):
         ),
         "unknown model": (server.post("no-such-model", content=good, headers={"Content-Type": "image/png"}), 404),
         "bad embed input": (server.post("embed", content=b"GIF89a", headers=octet), 400),
+        "thin strip": (server.post("nuclei", content=_thin_png(49_000_000), headers=octet), 413),
+        "json body": (
+            server.post("nuclei", content=b'{"image": "..."}', headers={"Content-Type": "application/json"}),
+            400,
+        ),
+        "20,000 fields": (server.post("nuclei", files={f"f{i}": ("a", b"x") for i in range(20_000)}), 400),
     }
+    assert "the body is JSON" in cases["json body"][0].json()["message"]
+    assert "aspect ratio" in cases["thin strip"][0].json()["message"]
+    assert len(cases["20,000 fields"][0].content) < 3000
     for name, (response, status) in cases.items():
         assert response.status_code == status, (name, response.status_code, response.text)
         body = response.json()
