@@ -18,17 +18,17 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from PIL import Image  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+import httpx
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from sslzoo.errors import ConfigError  # noqa: E402
-from sslzoo.serving.auth import KeyStore, bearer_token, digest, new_key_file, parse_keys  # noqa: E402
-from sslzoo.serving.front import FrontServer, FrontSettings, create_app  # noqa: E402
+from sslzoo.errors import ConfigError
+from sslzoo.serving.auth import KeyStore, bearer_token, digest, new_key_file, parse_keys
+from sslzoo.serving.front import FrontServer, FrontSettings, create_app
 
 KEY_A = "key-a-" + "0123456789abcdef"
 KEY_B = "key-b-" + "fedcba9876543210"

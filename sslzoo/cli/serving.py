@@ -49,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="address of the REST front (default: $SSLZOO_SERVE_HOST or 127.0.0.1; 0.0.0.0 in containers); "
         "TorchServe's own APIs stay on 127.0.0.1",
     )
-    serve.add_argument("--inference-port", type=int, default=8080, help="REST front port (default 8080)")
+    serve.add_argument(
+        "--inference-port",
+        type=int,
+        default=int(os.environ.get("SSLZOO_SERVE_PORT") or 8080),
+        help="REST front port (default: $SSLZOO_SERVE_PORT or 8080)",
+    )
     serve.add_argument(
         "--api-keys",
         default=os.environ.get("SSLZOO_API_KEYS_FILE"),
