@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -266,6 +267,7 @@ def main() -> int:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
 
     print(f"\n{'image':22} {'path':28} {'clients':>7} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7} {'fail':>4}")
     for label, path, clients, latencies, wall, failures in sorted(rows, key=lambda r: (r[0], r[2], r[1])):

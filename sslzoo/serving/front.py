@@ -291,8 +291,8 @@ class FrontServer:
             server_header=False,
             lifespan="on",
             timeout_keep_alive=5,
-            http="h11",
-            loop="asyncio",
+            http="auto",  # httptools (C parser) when installed, else h11
+            loop="auto",  # uvloop when installed
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="sslzoo-front", daemon=True)

@@ -14,6 +14,7 @@ frontend, Python workers): SIGTERM, then SIGKILL after a grace period. SIGHUP re
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -379,7 +380,8 @@ def _build_store(models: dict[str, str], store: str, max_pixels: int | None) -> 
     from sslzoo.serving.modelstore import build_model_store
 
     try:
-        specs = build_model_store(models, store, max_pixels=max_pixels)
+        with contextlib.redirect_stdout(io.StringIO()):  # model loaders print progress; the console stays quiet
+            specs = build_model_store(models, store, max_pixels=max_pixels)
     except SslzooError as exc:  # re-raised as a plain instance of its class: picklable
         raise type(exc)(str(exc)) from None
     return {name: spec.kind for name, spec in specs.items()}
@@ -407,7 +409,7 @@ def serve(
     config = config or ServeConfig()
     check_ports_free(config)
     own_workdir = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="sslzoo-serve-")) if own_workdir else Path(workdir).resolve()
+    work = Path(tempfile.mkdtemp(prefix="sslzoo-serve-")) if workdir is None else Path(workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     stop_requested = False
     reload_keys = False

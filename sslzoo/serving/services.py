@@ -420,7 +420,7 @@ class EvaluationService:
                         pred = binary_mask(pred, f"prediction_{key}")
                 yield key, pred, gt
 
-        return evaluate_pairs(pairs(), task, model=model)
+        return evaluate_pairs(pairs(), "semantic" if task == "semantic" else "instance", model=model)
 
     def _check_budget(self, inputs: Mapping[str, object], masks: Mapping[str, object], role: str) -> None:
         """413 when the headers of all images of the request announce more than ``eval_max_pixels`` pixels."""
