@@ -319,3 +319,22 @@ def test_a_busy_port_is_a_clear_error(front):
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(ConfigError, match="--inference-port"):
         FrontServer(settings, "127.0.0.1", port).start(timeout=5)
+
+
+def test_key_file_resolution_generates_once_and_reuses(tmp_path, monkeypatch):
+    from sslzoo.cli.serving import ready_message
+    from sslzoo.serving.server import ServeConfig, ServeInfo, resolve_key_file
+
+    monkeypatch.delenv("SSLZOO_API_KEYS_FILE", raising=False)
+    path, generated = resolve_key_file(ServeConfig(), tmp_path)
+    assert generated and path == tmp_path / "api-keys.txt"
+    again, generated_again = resolve_key_file(ServeConfig(), tmp_path)
+    assert again == path and not generated_again and again.read_text() == path.read_text()  # same key after restart
+    monkeypatch.setenv("SSLZOO_API_KEYS_FILE", str(tmp_path / "env-keys"))
+    assert resolve_key_file(ServeConfig(), tmp_path)[0] == tmp_path / "env-keys"
+    assert resolve_key_file(ServeConfig(api_keys=tmp_path / "cli-keys"), tmp_path)[0] == tmp_path / "cli-keys"
+    info = ServeInfo("http://127.0.0.1:8080", {"nuclei": "segmenter", "evaluate": "evaluate"}, path, True,
+                     "/w/logs/torchserve.log", tmp_path, None)  # fmt: skip
+    text = ready_message(info)
+    assert text.count("READY") == 1 and str(path) in text and "torchserve.log" in text
+    assert 'curl -H "Authorization: Bearer' in text and "/predictions/nuclei" in text and "/ping" in text

@@ -125,7 +125,7 @@ def render_properties(config: ServeConfig, store: Path, models: list[str]) -> st
         disable_token_authorization="true",
     )
     if config.max_body_bytes:
-        props["max_request_size"] = str(config.max_body_bytes + 1024**2)  # multipart framing on top of the body
+        props["max_request_size"] = str(config.max_body_bytes + 1024**2)  # a margin: the front enforces the limit
     return "\n".join(f"{key}={value}" for key, value in props.items()) + "\n"
 
 
@@ -434,6 +434,7 @@ def serve(
             extra_env["SSLZOO_MAX_BODY_BYTES"] = str(config.max_body_bytes)
         os.environ.update(extra_env)
         limits = Limits.from_env()  # raises ConfigError on a bad SSLZOO_* limit before anything starts
+        config = config.model_copy(update={"max_body_bytes": limits.max_body_bytes})  # TorchServe's limit follows
         store = work / "model-store"
         if store.exists():
             shutil.rmtree(store)
