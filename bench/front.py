@@ -5,7 +5,11 @@ of a label-map PNG, so model time (seconds on a CPU, noisy on a shared machine) 
 front's cost. Bodies: PNGs of a 256x256 and a 1000x1000 image (as in bench/serve.py). Sequential
 requests from one keep-alive httpx client; reports p50 / p95 per path and the p50 difference.
 
-    .venv/bin/python bench/front.py [--requests 200]
+    .venv/bin/python bench/front.py [--requests 200] [--flood 16]
+
+``--flood N`` then sends N concurrent keyless 95 MiB POSTs (what took TorchServe's Java frontend from
+754 MB to 2.5 GB when it checked keys after reading bodies) and reports this process's RSS before and
+after, and what the clients got back.
 """
 
 from __future__ import annotations
@@ -75,6 +79,42 @@ def timed(client, url: str, body: bytes, n: int) -> list[float]:
     return out
 
 
+FLOOD_CLIENT = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+import httpx
+url, n = sys.argv[1], int(sys.argv[2])
+body = bytes(95 * 1024**2)
+def one(_):
+    try:
+        return str(httpx.post(url, content=body, headers={"Content-Type": "image/png"}, timeout=120).status_code)
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+with ThreadPoolExecutor(n) as pool:
+    answers = list(pool.map(one, range(n)))
+print({a: answers.count(a) for a in set(answers)})
+"""
+
+
+def flood(url: str, n: int) -> None:
+    """``n`` concurrent keyless 95 MiB POSTs from a child process; prints the front's RSS before / peak."""
+    import subprocess
+
+    import psutil
+
+    me = psutil.Process()
+    before = peak = me.memory_info().rss
+    client = subprocess.Popen([sys.executable, "-c", FLOOD_CLIENT, url, str(n)], stdout=subprocess.PIPE, text=True)
+    while client.poll() is None:
+        peak = max(peak, me.memory_info().rss)
+        time.sleep(0.05)
+    answers = client.stdout.read().strip() if client.stdout else "?"
+    print(
+        f"flood: {n} keyless 95 MiB POSTs from another process -> {answers}; front (this process) RSS "
+        f"{before / 1e6:.0f} MB before, peak +{(peak - before) / 1e6:.0f} MB"
+    )
+
+
 def main() -> int:
     import httpx
 
@@ -83,6 +123,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--flood", type=int, default=0, metavar="N", help="N keyless 95 MiB POSTs at once")
     args = parser.parse_args()
     bodies = {f"{side}x{side}": _png(side) for side in (256, 1000)}
     # the engine answers with a body of the label-map PNG's size (about a quarter of the input's)
@@ -102,6 +143,8 @@ def main() -> int:
             direct = timed(client, f"{base}/predictions/m", body, args.requests)
             fronted = timed(client, f"http://127.0.0.1:{front_port}/predictions/m", body, args.requests)
             rows.append((label, len(body), direct, fronted))
+        if args.flood:
+            flood(f"http://127.0.0.1:{front_port}/predictions/m", args.flood)
     engine.should_exit = True
     header = ("direct p50 ms", "front p50 ms", "added p50 ms", "front p95 ms")
     print(f"{'body':10} {'bytes':>9} " + " ".join(f"{h:>14}" for h in header))
