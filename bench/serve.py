@@ -1,7 +1,9 @@
-"""Serving latency and throughput: TorchServe (``sslzoo serve``) vs in-process ``sslzoo predict``, same model.
+"""Serving latency and throughput: ``sslzoo serve`` (front + TorchServe) vs in-process ``sslzoo predict``, same model.
 
 For a 256x256 image (ISIC 2017) and a 1000x1000 image (MoNuSeg), N requests are sent to
-``/predictions/<model>`` (PNG output) by 1, 4 and 16 concurrent httpx clients; per level the
+``/predictions/<model>`` (PNG output) by 1, 4 and 16 concurrent httpx clients, through the
+authenticating front (``front``) and, on loopback, straight to TorchServe behind it (``engine``),
+so the difference of the two p50s is the latency the front adds; per level the
 script reports p50 / p95 latency and throughput (requests per second). In the same run the
 in-process path (``SegmentationService.segment_bytes``, the code ``sslzoo predict`` runs per image:
 decode → tiled U-Net → watershed → PNG) is timed sequentially on the same bytes.
@@ -17,16 +19,18 @@ the speed of a trained model is the same. Images come from ../shared/data when p
 
 ``--soak SECONDS`` then keeps 4 clients sending the small image for that long, one request in
 five a bad one (garbage, empty, truncated PNG), and samples the RSS of the TorchServe worker
-processes every 10 s: the soak table shows requests, 2xx / 4xx / 5xx counts and worker memory, so a
-leak or a crashing worker shows as growing memory or 5xx answers.
+processes every 10 s: the soak table shows requests, 2xx / 4xx / 5xx counts, 401s (a valid key
+refused: must stay 0) and worker memory, so a leak, a crashing worker or expiring credentials show.
+``--token-expiration-min 2`` writes that TorchServe setting into the config (TorchServe's token
+auth is off behind the front, so nothing may expire): a soak longer than 120 s crosses it.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -134,7 +138,7 @@ def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clien
 
     import httpx
 
-    counts = {"2xx": 0, "4xx": 0, "5xx": 0, "other": 0}
+    counts = {"2xx": 0, "4xx": 0, "5xx": 0, "other": 0, "401": 0}
     lock, stop = threading.Lock(), threading.Event()
 
     def client(index: int) -> None:
@@ -146,6 +150,9 @@ def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clien
                 try:
                     status = http.post(url, content=payload, headers=headers).status_code
                     bucket = f"{status // 100}xx" if status // 100 in (2, 4, 5) else "other"
+                    if status == 401:
+                        with lock:
+                            counts["401"] += 1
                 except httpx.HTTPError:
                     bucket = "other"
                 with lock:
@@ -153,7 +160,7 @@ def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clien
                 sent += 1
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
-    rows = [(0.0, 0, 0, 0, 0, worker_rss_mb(server_pid))]
+    rows = [(0.0, 0, 0, 0, 0, 0, worker_rss_mb(server_pid))]
     start = time.monotonic()
     for thread in threads:
         thread.start()
@@ -161,32 +168,41 @@ def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clien
         time.sleep(min(10.0, seconds - elapsed))
         with lock:
             c = dict(counts)
-        rows.append((time.monotonic() - start, sum(c.values()), c["2xx"], c["4xx"], c["5xx"] + c["other"],
-                     worker_rss_mb(server_pid)))  # fmt: skip
+        rows.append((time.monotonic() - start, sum(c.values()) - c["401"], c["2xx"], c["4xx"], c["5xx"] + c["other"],
+                     c["401"], worker_rss_mb(server_pid)))  # fmt: skip
     stop.set()
     for thread in threads:
         thread.join(timeout=180)
     return rows
 
 
-def start_server(model: Path, workdir: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
-    ports = free_ports(5)
+def start_server(
+    model: Path, workdir: Path, workers: int, threads: int, token_expiration: int | None = None
+) -> tuple[subprocess.Popen, int, int]:
+    """``sslzoo serve`` on free ports; returns (process, front port, engine port)."""
+    ports = free_ports(6)
     command = [
         sys.executable, "-m", "sslzoo", "serve", "--models", f"bench={model}",
         "--inference-port", str(ports[0]), "--management-port", str(ports[1]), "--metrics-port", str(ports[2]),
+        "--engine-port", str(ports[5]),
         "--grpc-inference-port", str(ports[3]), "--grpc-management-port", str(ports[4]),
         "--workers", str(workers), "--workdir", str(workdir), "--log-file", str(workdir.parent / "torchserve.log"),
     ]  # fmt: skip
     env = dict(os.environ, SSLZOO_TORCH_THREADS=str(threads))
+    if token_expiration:
+        template = Path(__file__).resolve().parents[1] / "docker" / "config.properties"
+        config = workdir.parent / "ts.properties"
+        config.write_text(template.read_text() + f"token_expiration_min={token_expiration}\n")
+        env["SSLZOO_TS_CONFIG"] = str(config)
     out = workdir.parent / "serve.out"
     process = subprocess.Popen(command, env=env, stdout=out.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
-    while b"sslzoo: serving" not in (out.read_bytes() if out.exists() else b""):
+    while b"sslzoo: READY" not in (out.read_bytes() if out.exists() else b""):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise SystemExit(f"server did not start:\n{out.read_text(errors='replace')[-2000:]}")
         time.sleep(0.5)
-    return process, ports[0]
+    return process, ports[0], ports[5]
 
 
 def main() -> int:
@@ -201,6 +217,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="torch threads")
     parser.add_argument("--quick", action="store_true", help="resnet18, 8/4 requests per level")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="then soak for SECONDS (0: none)")
+    parser.add_argument("--token-expiration-min", type=int, default=None, help="TorchServe token expiry to set")
+    parser.add_argument("--no-in-process", action="store_true", help="skip the in-process timings")
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
@@ -220,7 +238,7 @@ def main() -> int:
 
     service = SegmentationService.load("bench", model)
     rows = []
-    for index, (label, body) in enumerate(images.items()):
+    for index, (label, body) in enumerate([] if args.no_in_process else images.items()):
         n = args.requests if index == 0 else args.large_requests
         service.segment_bytes(body, "png")  # warm-up
         latencies = []
@@ -232,23 +250,27 @@ def main() -> int:
     del service
 
     workdir = root / "work"
-    process, port = start_server(model, workdir, args.workers, args.threads)
+    process, port, engine_port = start_server(model, workdir, args.workers, args.threads, args.token_expiration_min)
     try:
-        key = json.loads((workdir / "key_file.json").read_text())["inference"]["key"]
+        key = next(line.strip() for line in (workdir / "api-keys.txt").read_text().splitlines() if line[:1] != "#")
         url = f"http://127.0.0.1:{port}/predictions/bench"
+        engine = f"http://127.0.0.1:{engine_port}/predictions/bench"
         for index, (label, body) in enumerate(images.items()):
             n = args.requests if index == 0 else args.large_requests
             run_clients(url, key, body, 1, 1)  # warm-up
             for clients in args.clients:
-                latencies, wall, failures = run_clients(url, key, body, clients, max(n, clients))
-                rows.append((label, "TorchServe", clients, latencies, wall, failures))
+                # alternate front / engine per level, so both see the same machine load
+                for path, target in (("front (sslzoo serve)", url), ("engine (TorchServe direct)", engine)):
+                    latencies, wall, failures = run_clients(target, key, body, clients, max(n, clients))
+                    rows.append((label, path, clients, latencies, wall, failures))
         soak_rows = soak(url, key, next(iter(images.values())), args.soak, process.pid) if args.soak > 0 else []
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
 
     print(f"\n{'image':22} {'path':28} {'clients':>7} {'n':>4} {'p50 ms':>9} {'p95 ms':>9} {'req/s':>7} {'fail':>4}")
-    for label, path, clients, latencies, wall, failures in sorted(rows, key=lambda r: (r[0], r[1] != "TorchServe")):
+    for label, path, clients, latencies, wall, failures in sorted(rows, key=lambda r: (r[0], r[2], r[1])):
         print(
             f"{label:22} {path:28} {clients:>7} {len(latencies):>4} {1000 * statistics.median(latencies):>9.0f} "
             f"{1000 * percentile(latencies, 95):>9.0f} {len(latencies) / wall:>7.2f} {failures:>4}"
@@ -256,14 +278,14 @@ def main() -> int:
     if soak_rows:
         first = next(iter(images))
         print(f"\nsoak: {args.soak:.0f} s, 4 clients, {first} image, 1 request in 5 bad (garbage / empty / truncated)")
-        print(f"{'t s':>6} {'requests':>9} {'2xx':>6} {'4xx':>6} {'5xx+err':>8} {'worker RSS MB':>14}")
-        for t, n, ok, bad, failed, rss in soak_rows:
-            print(f"{t:>6.0f} {n:>9} {ok:>6} {bad:>6} {failed:>8} {rss:>14.0f}")
-        memory = [row[5] for row in soak_rows[1:]]
+        print(f"{'t s':>6} {'requests':>9} {'2xx':>6} {'4xx':>6} {'5xx+err':>8} {'401':>5} {'worker RSS MB':>14}")
+        for t, n, ok, bad, failed, refused, rss in soak_rows:
+            print(f"{t:>6.0f} {n:>9} {ok:>6} {bad:>6} {failed:>8} {refused:>5} {rss:>14.0f}")
+        memory = [row[6] for row in soak_rows[1:]]
         if len(memory) >= 2:
             print(
                 f"worker RSS: first {memory[0]:.0f} MB, last {memory[-1]:.0f} MB, max {max(memory):.0f} MB; "
-                f"5xx/errors {soak_rows[-1][4]}"
+                f"5xx/errors {soak_rows[-1][4]}; 401 for the valid key {soak_rows[-1][5]}"
             )
     return 0
 

@@ -149,3 +149,43 @@ def test_label_maps_keep_16bit_ids_and_refuse_colour():
         decode_label_map(_encode(colour, "PNG"), name="mask_1")
     with pytest.raises(DataError, match="not integer"):
         decode_label_map(_encode(np.full((4, 4), 0.5, np.float32), "TIFF"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_a_viewer(rgb, orientation):
+    """The decoded image equals what Pillow's exif_transpose (what viewers do) shows, for every EXIF orientation."""
+    from PIL import ImageOps
+
+    small = np.ascontiguousarray(rgb[:20, :30])
+    for fmt in ("PNG", "JPEG"):
+        im = Image.fromarray(small)
+        exif = im.getexif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        im.save(buffer, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+        data = buffer.getvalue()
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+        decoded = decode_image(data)
+        assert decoded.shape == expected.shape and np.array_equal(decoded, expected), (fmt, orientation)
+    if orientation in (5, 6, 7, 8):
+        assert decoded.shape[:2] == (30, 20)
+
+
+def test_cmyk_jpeg_decodes_to_the_right_colours(rgb):
+    """A CMYK JPEG (as print workflows and some scanners write) must not be read as RGB + alpha."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buffer, format="JPEG", quality=95)
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == "CMYK"
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.shape == rgb.shape and np.abs(decoded.astype(int) - rgb).mean() < 4
+
+
+def test_label_maps_are_not_reoriented():
+    labels = np.zeros((10, 20), np.uint8)
+    labels[2:4, 3:9] = 1
+    im = Image.fromarray(labels)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG", exif=exif.tobytes())
+    assert np.array_equal(decode_label_map(buffer.getvalue()), labels)

@@ -43,7 +43,42 @@ def test_dockerfile_serves_with_the_repository_config():
     text = (ROOT / "Dockerfile").read_text()
     assert "SSLZOO_TS_CONFIG=/opt/sslzoo/docker/config.properties" in text
     assert "SSLZOO_HANDLERS_DIR=/opt/sslzoo/handlers" in text
-    assert "openjdk-17" in text and "python3.11" in text
+    assert "openjdk-17" in text and "FROM debian:bookworm" in text  # bookworm's python3 is 3.11
+    assert "ARG CA_CERTS_DIR=docker/ca-certificates" in text and "update-ca-certificates" in text
+    assert (ROOT / "docker" / "ca-certificates").is_dir()
+    assert "USER 1000:1000" in text and "EXPOSE 8080" in text
+
+
+def test_healthcheck_and_probes_use_the_true_ping_without_a_secret():
+    import yaml
+
+    healthcheck = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if "CMD" in line)
+    assert "/ping" in healthcheck and "key" not in healthcheck.lower() and "Authorization" not in healthcheck
+    deployment = yaml.safe_load((ROOT / "docker" / "k8s" / "deployment.yaml").read_text())
+    spec = deployment["spec"]
+    assert spec["replicas"] > 1
+    container = spec["template"]["spec"]["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/ping", probe  # liveness restarts a wedged server
+    env = {item["name"]: item["value"] for item in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "api-keys")
+    assert env["SSLZOO_API_KEYS_FILE"] == mount["mountPath"] + "/api-keys" and mount["readOnly"]
+    volume = next(v for v in spec["template"]["spec"]["volumes"] if v["name"] == "api-keys")
+    secret = yaml.safe_load((ROOT / "docker" / "k8s" / "secret.yaml").read_text())
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert "api-keys" in secret["stringData"]
+
+
+def test_the_shipped_secret_placeholder_is_refused():
+    """Deploying secret.yaml unchanged must not give every hospital the same well-known key."""
+    import yaml
+
+    from sslzoo.errors import ConfigError
+    from sslzoo.serving.auth import parse_keys
+
+    secret = yaml.safe_load((ROOT / "docker" / "k8s" / "secret.yaml").read_text())
+    with pytest.raises(ConfigError, match="without spaces"):
+        parse_keys(secret["stringData"]["api-keys"])
 
 
 def test_docker_context_keeps_the_package_and_its_models_and_drops_runs_and_venv():

@@ -256,12 +256,15 @@ def test_config_properties_template_and_rendering(tmp_path):
     assert parse_properties(docker.read_text()) == DEFAULT_PROPERTIES
     text = render_properties(ServeConfig(inference_port=9180, management_port=9181), tmp_path, ["a", "evaluate"])
     props = parse_properties(text)
-    assert props["inference_address"] == "http://127.0.0.1:9180"
+    assert props["inference_address"] == "http://127.0.0.1:8083"  # the engine: loopback, behind the front
     assert props["management_address"] == "http://127.0.0.1:9181"
     assert props["grpc_inference_address"] == props["grpc_management_address"] == "127.0.0.1"
     assert props["load_models"] == "a,evaluate" and props["metrics_mode"] == "prometheus"
     assert props["allowed_urls"] == f"file://{tmp_path.resolve()}/.*"
-    assert props["disable_token_authorization"] == "false"
+    assert props["disable_token_authorization"] == "true"  # the front authenticates; TorchServe is loopback-only
+    assert props["metrics_address"] == "http://127.0.0.1:8082" and "token_expiration_min" not in props
+    public = render_properties(ServeConfig(host="0.0.0.0"), tmp_path, ["a"])
+    assert "0.0.0.0" not in public  # --host is the front's; no TorchServe API listens beyond loopback
 
 
 def test_cli_predict_writes_one_file_per_image(model_dirs, samples, tmp_path, capsys):

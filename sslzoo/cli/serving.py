@@ -7,15 +7,21 @@ import os
 from pathlib import Path
 
 SERVE_DESCRIPTION = """\
-Serve segmenters, encoders and evaluation over TorchServe's REST API (CONTRACTS.md section 2):
+Serve segmenters, encoders and evaluation over REST (CONTRACTS.md section 2): an authenticating front
+on --host:--inference-port, TorchServe behind it on 127.0.0.1.
   POST /predictions/<segmenter>  image -> PNG | JSON | GeoJSON (Accept header or form field 'format')
   POST /predictions/<encoder>    image -> {"model", "dim", "embedding"}
   POST /predictions/evaluate     labelled set (multipart) -> DSC / AJI / AJI+ / PQ
+  GET  /ping                     200 when every model has a live worker, else 503 (no key needed)
+  GET  /metrics                  Prometheus text (no key needed)
 Without --models the embedded defaults nuclei, lesion and embed (from the model zoo) and evaluate are
-served. Token auth is on: send 'Authorization: Bearer <inference key>' with the key from
-WORKDIR/key_file.json. Stop with Ctrl-C or SIGTERM; the Java frontend and all workers stop with it.
-Binary bodies need a Content-Type (image/png, application/octet-stream, ...): TorchServe rejects
-application/x-www-form-urlencoded binary bodies (curl's --data-binary default) with a 500."""
+served. Clients send 'Authorization: Bearer <key>' with a key from the API key file (--api-keys FILE or
+$SSLZOO_API_KEYS_FILE: one key per line, several keys for rotation; re-read when it changes and on
+SIGHUP; keys never expire). Without one, WORKDIR/api-keys.txt is created with a random key and reused.
+Work limits (413 naming the limit) are environment variables: SSLZOO_MAX_BODY_BYTES, SSLZOO_MAX_PIXELS,
+SSLZOO_MAX_ASPECT_RATIO, SSLZOO_MAX_TILE_PIXELS, SSLZOO_EVAL_MAX_PIXELS, SSLZOO_ARCHIVE_MAX_MEMBERS,
+SSLZOO_ARCHIVE_MAX_BYTES (see sslzoo.serving.limits). Stop with Ctrl-C or SIGTERM; the Java frontend and
+all workers stop with it. TorchServe's own log goes to WORKDIR/logs/torchserve.log (--verbose: console)."""
 
 PREDICT_DESCRIPTION = """\
 Run a segmenter or encoder on image files in this process (the same code as the server) and write one
@@ -40,12 +46,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--host",
         default=os.environ.get("SSLZOO_SERVE_HOST", "127.0.0.1"),
-        help="address of the inference and metrics APIs (default: $SSLZOO_SERVE_HOST or 127.0.0.1; "
-        "0.0.0.0 in containers); management and gRPC stay on 127.0.0.1",
+        help="address of the REST front (default: $SSLZOO_SERVE_HOST or 127.0.0.1; 0.0.0.0 in containers); "
+        "TorchServe's own APIs stay on 127.0.0.1",
     )
-    serve.add_argument("--inference-port", type=int, default=8080, help="inference API port (default 8080)")
-    serve.add_argument("--management-port", type=int, default=8081, help="management API port (default 8081)")
-    serve.add_argument("--metrics-port", type=int, default=8082, help="Prometheus metrics port (default 8082)")
+    serve.add_argument(
+        "--inference-port",
+        type=int,
+        default=int(os.environ.get("SSLZOO_SERVE_PORT") or 8080),
+        help="REST front port (default: $SSLZOO_SERVE_PORT or 8080)",
+    )
+    serve.add_argument(
+        "--api-keys",
+        default=os.environ.get("SSLZOO_API_KEYS_FILE"),
+        metavar="FILE",
+        help="API key file, one key per line (default: $SSLZOO_API_KEYS_FILE, else WORKDIR/api-keys.txt, "
+        "created with a random key when missing)",
+    )
+    serve.add_argument(
+        "--max-body-mb", type=float, default=None, help="request body limit in MiB, answered with 413 (default 100)"
+    )
+    serve.add_argument("--verbose", action="store_true", help="show TorchServe's log on the console")
+    serve.add_argument("--engine-port", type=int, default=8083, help="TorchServe inference port on 127.0.0.1 (8083)")
+    serve.add_argument("--management-port", type=int, default=8081, help="management API port on 127.0.0.1 (8081)")
+    serve.add_argument("--metrics-port", type=int, default=8082, help="TorchServe metrics port on 127.0.0.1 (8082)")
     serve.add_argument("--grpc-inference-port", type=int, default=7070, help="gRPC inference port (default 7070)")
     serve.add_argument("--grpc-management-port", type=int, default=7071, help="gRPC management port (default 7071)")
     serve.add_argument("--workers", type=int, default=1, help="workers per model (default 1)")
@@ -55,15 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--workdir",
         default=os.environ.get("SSLZOO_SERVE_WORKDIR"),
-        help="folder for the model store, config.properties, key_file.json and logs "
+        help="folder for the model store, config.properties, api-keys.txt and logs "
         "(default: $SSLZOO_SERVE_WORKDIR or a temporary folder removed at exit)",
     )
-    serve.add_argument(
-        "--no-token-auth",
-        action="store_true",
-        help="disable TorchServe token authorisation (only behind a proxy that authenticates)",
-    )
-    serve.add_argument("--log-file", default=None, help="write TorchServe's console output here instead of stdout")
+    serve.add_argument("--log-file", default=None, help="TorchServe's log file (default WORKDIR/logs/torchserve.log)")
     serve.set_defaults(handler=run_serve)
 
     predict = subparsers.add_parser(
@@ -82,12 +100,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.set_defaults(handler=run_predict)
 
 
+def ready_message(info) -> str:
+    """What the console prints once every model is ready (:class:`~sslzoo.serving.server.ServeInfo`)."""
+    segmenter = next((name for name, kind in info.models.items() if kind == "segmenter"), None)
+    key = "$(grep -v '^#' " + str(info.key_file) + " | head -1)"
+    lines = [
+        f"sslzoo: READY - serving {', '.join(info.models)} on {info.url}",
+        f"  API keys : {info.key_file}" + (" (created now with one random key)" if info.key_generated else ""),
+        f"  engine log: {info.engine_log}",
+        f"  health   : curl {info.url}/ping",
+    ]
+    if segmenter:
+        lines.append(
+            f"  try      : curl -H \"Authorization: Bearer {key}\" -H 'Content-Type: image/png' "
+            f"--data-binary @tile.png {info.url}/predictions/{segmenter} -o labels.png"
+        )
+    lines.append("  Ctrl-C or SIGTERM stops; SIGHUP re-reads the key file")
+    return "\n".join(lines)
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from sslzoo.errors import ConfigError, SslzooError
     from sslzoo.serving.modelstore import default_models, parse_model_args
-    from sslzoo.serving.server import KEY_FILE, ServeConfig, serve
+    from sslzoo.serving.server import ServeConfig, serve
 
     models = parse_model_args(args.models) if args.models else default_models()
     try:
@@ -96,26 +133,30 @@ def run_serve(args: argparse.Namespace) -> int:
             inference_port=args.inference_port,
             management_port=args.management_port,
             metrics_port=args.metrics_port,
+            engine_port=args.engine_port,
             grpc_inference_port=args.grpc_inference_port,
             grpc_management_port=args.grpc_management_port,
-            token_auth=not args.no_token_auth,
+            api_keys=args.api_keys,
             workers=args.workers,
             max_pixels=args.max_pixels,
+            max_body_bytes=int(args.max_body_mb * 1024**2) if args.max_body_mb else None,
+            verbose=args.verbose,
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"bad serve option ({problems})") from exc
 
-    def announce(workdir: Path) -> None:
-        print(f"sslzoo: serving {', '.join(models)} on http://{config.host}:{config.inference_port}", flush=True)
-        if config.token_auth:
-            print(f"sslzoo: inference key in {workdir / KEY_FILE} (send 'Authorization: Bearer <key>')", flush=True)
-        print(f"sslzoo: metrics on http://{config.host}:{config.metrics_port}/metrics; Ctrl-C stops", flush=True)
+    def starting(info) -> None:
+        print(f"sslzoo: starting {', '.join(info.models)} on {info.url} (GET /ping is 503 until ready) ...", flush=True)
 
+    def ready(info) -> None:
+        print(ready_message(info), flush=True)
+
+    options = dict(workdir=args.workdir, log_file=args.log_file, on_ready=ready, on_start=starting)
     if args.models:
-        return serve(models, config, workdir=args.workdir, log_file=args.log_file, on_ready=announce)
+        return serve(models, config, **options)
     try:
-        return serve(models, config, workdir=args.workdir, log_file=args.log_file, on_ready=announce)
+        return serve(models, config, **options)
     except SslzooError as exc:
         raise type(exc)(
             f"{exc}. (Without --models sslzoo serves the embedded defaults nuclei, lesion, embed; to serve your own "

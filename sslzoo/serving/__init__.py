@@ -5,12 +5,14 @@
 - :mod:`sslzoo.serving.schemas`: pydantic request/response/error models.
 - :mod:`sslzoo.serving.services`: segmentation, embedding and evaluation services.
 - :mod:`sslzoo.serving.adapter`: TorchServe request/context ↔ services (what ``handlers/*.py`` call).
-- :mod:`sslzoo.serving.modelstore` / :mod:`sslzoo.serving.server`: build the model store, run TorchServe.
+- :mod:`sslzoo.serving.limits`: work limits per request (413 naming the limit).
+- :mod:`sslzoo.serving.auth` / :mod:`sslzoo.serving.front`: API keys; the Starlette/uvicorn front.
+- :mod:`sslzoo.serving.modelstore` / :mod:`sslzoo.serving.server`: build the model store, run front + TorchServe.
 
-Using the REST API (CONTRACTS.md section 2; ``KEY`` = ``"inference"`` key of ``WORKDIR/key_file.json``)::
+Using the REST API (CONTRACTS.md section 2; ``KEY`` = a line of the API key file)::
 
-    sslzoo serve --models nuclei=runs/nuclei lesion=runs/lesion embed=runs/encoder evaluate --workdir serve
-    KEY=$(python -c "import json; print(json.load(open('serve/key_file.json'))['inference']['key'])")
+    sslzoo serve --models nuclei=runs/nuclei lesion=runs/lesion embed=runs/encoder evaluate --api-keys keys.txt
+    KEY=$(head -1 keys.txt)
     curl -H "Authorization: Bearer $KEY" -H 'Content-Type: image/png' --data-binary @tile.png \\
          http://127.0.0.1:8080/predictions/nuclei -o labels.png                       # 16-bit label map
     curl -H "Authorization: Bearer $KEY" -H 'Accept: application/geo+json' -F image=@tile.png \\
@@ -18,7 +20,7 @@ Using the REST API (CONTRACTS.md section 2; ``KEY`` = ``"inference"`` key of ``W
     curl -H "Authorization: Bearer $KEY" -F task=instance -F prediction_1=@pred.png -F mask_1=@gt.png \\
          http://127.0.0.1:8080/predictions/evaluate
 
-Always send a Content-Type with a binary body: TorchServe's frontend answers a binary body sent as
-``application/x-www-form-urlencoded`` (curl's default for ``--data-binary``) with a 500 before any
-handler runs. Errors are ``{"code", "type", "message"}`` with 400 / 404 / 413.
+A binary body sent as ``application/x-www-form-urlencoded`` (curl's default for ``--data-binary``)
+is passed on as ``application/octet-stream`` by the front. Errors are ``{"code", "type", "message"}``
+with 400 / 401 / 404 / 413.
 """

@@ -26,21 +26,55 @@ from sslzoo.serving.schemas import CONTENT_TYPES, ErrorBody, ServedModel
 
 SPEC_FILE = "sslzoo_model.json"
 BODY_KEYS = ("body", "data")
+#: Longest error message answered (characters) and most field names listed in one: never echo unbounded input.
+MAX_MESSAGE = 2000
+MAX_LISTED_FIELDS = 10
+JSON_HINT = (
+    "the body is JSON; send the image bytes with Content-Type image/png, image/jpeg, "
+    "image/tiff or application/octet-stream, or as multipart field 'image'"
+)
 
 logger = logging.getLogger("sslzoo.serving")
 
 
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE} more characters cut)"
+
+
 def error_body(exc: BaseException) -> tuple[int, bytes]:
-    """HTTP status and JSON error body for an exception."""
+    """HTTP status and JSON error body for an exception (message at most :data:`MAX_MESSAGE` characters)."""
     if isinstance(exc, SslzooError):
-        body = ErrorBody(code=exc.http_status, type=exc.short_name, message=str(exc))
+        body = ErrorBody(code=exc.http_status, type=exc.short_name, message=_bounded(str(exc)))
     else:
+        detail = _bounded(f"unexpected {type(exc).__name__}: {exc}")
         body = ErrorBody(
             code=500,
             type="InternalError",
-            message=f"unexpected {type(exc).__name__}: {exc}; this is a server bug, please report it with the request",
+            message=f"{detail}; this is a server bug, please report it with the request",
         )
     return body.code, body.model_dump_json().encode()
+
+
+def field_list(row: dict[str, Any]) -> str:
+    """The first :data:`MAX_LISTED_FIELDS` field names of a row (each cut to 40 characters), and how many more."""
+    names = sorted(str(name)[:40] for name in row)
+    if not names:
+        return "none"
+    shown = ", ".join(names[:MAX_LISTED_FIELDS])
+    more = len(names) - MAX_LISTED_FIELDS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def looks_like_json(value: object, headers: dict[str, str]) -> bool:
+    """True for a body sent as JSON: a JSON content type, or bytes that start with ``{`` or ``[``."""
+    media = headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return True
+    if isinstance(value, bytes | bytearray):
+        return bytes(value[:64]).lstrip()[:1] in (b"{", b"[")
+    return isinstance(value, dict | list)
 
 
 def request_headers(context: Any, index: int) -> dict[str, str]:
@@ -71,13 +105,10 @@ def image_of(row: dict[str, Any], headers: dict[str, str]) -> object:
     for key in BODY_KEYS:
         if key in row:
             value = row[key]
-            if isinstance(value, dict | list):  # a JSON body, parsed by TorchServe
-                raise DataError(
-                    "the body is JSON; send the image bytes with Content-Type image/png, image/jpeg, "
-                    "image/tiff or application/octet-stream, or as multipart field 'image'"
-                )
+            if looks_like_json(value, headers):  # TorchServe hands JSON bodies over as raw bytes
+                raise DataError(JSON_HINT)
             return value
-    fields = ", ".join(sorted(row)) or "none"
+    fields = field_list(row)
     raise DataError(
         f"missing field 'image' (got fields: {fields}); send the image as multipart field 'image' or as the raw body"
     )

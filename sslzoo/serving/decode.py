@@ -6,6 +6,12 @@ pixel limit, so a small file that would expand to gigabytes (a "decompression bo
 with :class:`~sslzoo.errors.TooLargeError` (HTTP 413). Decoding itself goes through
 :func:`sslzoo.data.io.read_image` / :func:`~sslzoo.data.io.read_label_map`; any decoder failure
 (garbage, truncated file, unsupported codec) becomes a :class:`~sslzoo.errors.DataError` (400).
+
+Images decode to what a viewer shows: the EXIF orientation tag (JPEG, PNG, TIFF) is applied, so
+the label map lines up with the picture on screen; CMYK (and YCCK, which libjpeg hands over as
+CMYK) is converted to sRGB through the embedded ICC profile when there is one (Pillow's
+ImageCms), else by Pillow's own CMYK → RGB conversion. 16-bit and alpha are handled by
+:func:`sslzoo.data.io.read_image` as before. Label maps and masks are never re-oriented.
 """
 
 from __future__ import annotations
@@ -141,9 +147,61 @@ def _decode(reader, data: object, max_pixels: int | None, name: str) -> np.ndarr
         raise DataError(f"{name}: cannot decode ({detail}); send a complete {SUPPORTED} file") from exc
 
 
+#: EXIF orientation → the numpy operation that shows the image upright (Pillow's ``exif_transpose`` table).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],  # mirror left-right
+    3: lambda a: a[::-1, ::-1],  # rotate 180
+    4: lambda a: a[::-1],  # mirror top-bottom
+    5: lambda a: np.swapaxes(a, 0, 1),  # transpose
+    6: lambda a: np.rot90(a, -1),  # rotate 90 clockwise
+    7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],  # transverse
+    8: lambda a: np.rot90(a, 1),  # rotate 90 counter-clockwise
+}
+
+
+def _view_properties(data: bytes) -> tuple[int, str | None, bytes | None]:
+    """``(EXIF orientation, Pillow mode, ICC profile)`` from the header (no pixels); ``(1, None, None)`` if unknown."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+                return (orientation if orientation in _ORIENT else 1), im.mode, im.info.get("icc_profile")
+    except Exception:
+        return 1, None, None
+
+
+def cmyk_to_rgb(data: bytes, icc_profile: bytes | None) -> np.ndarray:
+    """A CMYK image (JPEG, YCCK JPEG, TIFF) as sRGB ``uint8`` through its ICC profile, else Pillow's conversion."""
+    from PIL import Image, ImageCms
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if icc_profile:
+            try:
+                source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+                target = ImageCms.createProfile("sRGB")
+                converted = ImageCms.profileToProfile(im, source, target, outputMode="RGB")
+                if converted is not None:
+                    return np.asarray(converted)
+            except (ImageCms.PyCMSError, OSError, ValueError):
+                pass  # a broken profile: fall back to the plain conversion
+        return np.asarray(im.convert("RGB"))
+
+
+def _read_viewer_image(data: bytes) -> np.ndarray:
+    orientation, mode, icc = _view_properties(data)
+    image = cmyk_to_rgb(data, icc) if mode == "CMYK" else read_image(data)
+    if orientation != 1:
+        image = np.ascontiguousarray(_ORIENT[orientation](image))
+    return image
+
+
 def decode_image(data: object, max_pixels: int | None = None, name: str = "image") -> np.ndarray:
-    """Decode PNG/JPEG/TIFF bytes (grey, RGB, RGBA, 8/16-bit) to ``uint8`` RGB ``(H, W, 3)``."""
-    return _decode(read_image, data, max_pixels, name)
+    """Decode PNG/JPEG/TIFF bytes (grey, RGB, RGBA, CMYK, 8/16-bit) to upright ``uint8`` RGB ``(H, W, 3)``."""
+    return _decode(_read_viewer_image, data, max_pixels, name)
 
 
 def decode_label_map(data: object, max_pixels: int | None = None, name: str = "mask") -> np.ndarray:

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from sslzoo.errors import ConfigError, DataError, NotFoundError, TooLargeError
-from sslzoo.serving.decode import decode_image, decode_label_map
+from sslzoo.serving.decode import check_pixels, decode_image, decode_label_map, header_pixels
 from sslzoo.serving.encode import encode_output, objects_of
+from sslzoo.serving.limits import Limits, check_segmentation_work
 from sslzoo.serving.schemas import CONTENT_TYPES, EmbeddingResponse, EvaluationResult
 from sslzoo.vocabulary import MODEL_ALIAS_KINDS, TASKS, is_task
 
@@ -41,9 +42,8 @@ MEDIA_FORMATS: dict[str, str] = {
 DEFAULT_ALIASES: dict[str, str] = dict(MODEL_ALIAS_KINDS)
 EVALUATE = "evaluate"
 
-#: Limits for zip archives sent to ``/predictions/evaluate``.
-MAX_ARCHIVE_MEMBERS = 2000
-MAX_ARCHIVE_BYTES = 1024**3
+#: Semantic masks and predictions take exactly these value sets (CONTRACTS.md section 2).
+BINARY_SETS = ({0, 1}, {0, 255})
 
 
 def choose_format(accept: str | None = None, form_format: str | None = None) -> str:
@@ -55,7 +55,7 @@ def choose_format(accept: str | None = None, form_format: str | None = None) -> 
     if form_format is not None and form_format.strip():
         value = form_format.strip().lower()
         if value not in CONTENT_TYPES:
-            raise ConfigError(f"unknown format {form_format!r}; the 'format' field takes png, json or geojson")
+            raise ConfigError(f"unknown format {_short(form_format)!r}; the 'format' field takes png, json or geojson")
         return value
     if accept is None or not accept.strip():
         return "png"
@@ -77,8 +77,13 @@ def choose_format(accept: str | None = None, form_format: str | None = None) -> 
         if media in ("*/*", "image/*"):
             return "png"
     raise ConfigError(
-        f"cannot answer with Accept: {accept}; ask for image/png, application/json or application/geo+json"
+        f"cannot answer with Accept: {_short(accept)}; ask for image/png, application/json or application/geo+json"
     )
+
+
+def _short(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters: error messages never echo unbounded client input."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def select_device(device: str | None = None) -> str:
@@ -182,6 +187,7 @@ class SegmentationService:
         self.name = name
         self.segmenter = segmenter
         self.max_pixels = max_pixels
+        self.limits = Limits.from_env(max_pixels)
 
     @classmethod
     def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
@@ -191,12 +197,27 @@ class SegmentationService:
     def task(self) -> str:
         return self.segmenter.config.task
 
-    def segment(self, image: np.ndarray) -> np.ndarray:
+    def check_work(self, height: int, width: int, name: str = "image") -> None:
+        """413 when the image's aspect ratio or tiled work is over the limits (:mod:`sslzoo.serving.limits`)."""
+        config = self.segmenter.config
+        size = int(config.tile_size)
+        overlap = min(int(config.tile_overlap), size // 2)
+        if getattr(config, "resize_to", None):  # squeezed to the training size first: the tiled work is fixed
+            ratio_only = Limits(max_aspect_ratio=self.limits.max_aspect_ratio, max_tile_pixels=2**62)
+            check_segmentation_work(height, width, size, overlap, ratio_only, name)
+            return
+        check_segmentation_work(height, width, size, overlap, self.limits, name)
+
+    def segment(self, image: np.ndarray, name: str = "image") -> np.ndarray:
         """Label map ``(H, W)`` int32 of an RGB ``uint8`` image: 0/1 (semantic) or ids 1..N (instance)."""
+        self.check_work(int(image.shape[0]), int(image.shape[1]), name)
         return self.segmenter.predict(image)
 
     def segment_bytes(self, data: object, fmt: str = "png") -> Encoded:
-        """Decode, segment and encode one image given as bytes."""
+        """Decode, segment and encode one image given as bytes (limits checked on the header first)."""
+        if isinstance(data, bytes | bytearray) and data:
+            shape = check_pixels(bytes(data), self.max_pixels, "image")
+            self.check_work(int(shape[0]), int(shape[1]))
         labels = self.segment(decode_image(data, self.max_pixels, "image"))
         body, content_type = encode_output(labels, self.task, self.name, fmt)
         return Encoded(body, content_type, count_objects(labels, self.task))
@@ -262,12 +283,13 @@ class EvaluationService:
         self._loaders = dict(segmenters or {})
         self._loaded: dict[str, SegmentationService] = {}
         self.max_pixels = max_pixels
+        self.limits = Limits.from_env(max_pixels)
 
     def segmenter(self, name: str) -> SegmentationService:
         if name not in self._loaded:
             if name not in self._loaders:
                 known = ", ".join(sorted(self._loaders)) or "none"
-                raise NotFoundError(f"unknown model {name!r} in field 'model'; served segmenters: {known}")
+                raise NotFoundError(f"unknown model {_short(name)!r} in field 'model'; served segmenters: {known}")
             self._loaded[name] = self._loaders[name]()
         return self._loaded[name]
 
@@ -303,12 +325,22 @@ class EvaluationService:
             archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
         except zipfile.BadZipFile as exc:
             raise DataError(f"field 'archive' is not a zip file ({exc})") from exc
+        limits = self.limits
         with archive:
+            # sizes come from the zip's central directory, before any member is read; zipfile never
+            # inflates a member past its recorded size
             members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > MAX_ARCHIVE_MEMBERS:
-                raise TooLargeError(f"archive holds {len(members)} files; at most {MAX_ARCHIVE_MEMBERS} are accepted")
-            if sum(m.file_size for m in members) > MAX_ARCHIVE_BYTES:
-                raise TooLargeError(f"archive expands to more than {MAX_ARCHIVE_BYTES:,} bytes; send smaller sets")
+            if len(members) > limits.archive_max_members:
+                raise TooLargeError(
+                    f"archive holds {len(members):,} files; at most {limits.archive_max_members:,} are accepted "
+                    "(SSLZOO_ARCHIVE_MAX_MEMBERS)"
+                )
+            expanded = sum(m.file_size for m in members)
+            if expanded > limits.archive_max_bytes:
+                raise TooLargeError(
+                    f"archive expands to {expanded:,} bytes, over the limit of {limits.archive_max_bytes:,} "
+                    "(SSLZOO_ARCHIVE_MAX_BYTES); send smaller sets"
+                )
             folders: dict[str, dict[str, object]] = {"masks": {}, "images": {}, "predictions": {}}
             for member in members:
                 path = PurePosixPath(member.filename)
@@ -354,7 +386,7 @@ class EvaluationService:
         if task is None:
             raise ConfigError("field 'task' is missing; send task=semantic or task=instance (or a 'model' field)")
         if not is_task(task):
-            raise ConfigError(f"unknown task {task!r}; choose {' or '.join(TASKS)}")
+            raise ConfigError(f"unknown task {_short(task)!r}; choose {' or '.join(TASKS)}")
         missing_masks = sorted(set(inputs) - set(masks), key=_natural_key)
         missing_inputs = sorted(set(masks) - set(inputs), key=_natural_key)
         if missing_masks or missing_inputs:
@@ -369,12 +401,13 @@ class EvaluationService:
                 "nothing to evaluate: send prediction_<k> + mask_<k> fields (or image_<k> + mask_<k> with 'model'), "
                 "or an 'archive' zip"
             )
+        self._check_budget(inputs, masks, role)
 
         def pairs():
             for key in sorted(masks, key=_natural_key):
                 gt = decode_label_map(masks[key], self.max_pixels, f"mask_{key}")
                 if service is not None:
-                    pred = service.segment(decode_image(inputs[key], self.max_pixels, f"image_{key}"))
+                    pred = service.segment(decode_image(inputs[key], self.max_pixels, f"image_{key}"), f"image_{key}")
                 else:
                     pred = decode_label_map(inputs[key], self.max_pixels, f"prediction_{key}")
                 if pred.shape != gt.shape:
@@ -382,6 +415,36 @@ class EvaluationService:
                         f"{role}_{key}: size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from mask_{key} "
                         f"({gt.shape[1]}x{gt.shape[0]}); send pairs of the same size"
                     )
+                if task == "semantic":
+                    gt = binary_mask(gt, f"mask_{key}")
+                    if service is None:
+                        pred = binary_mask(pred, f"prediction_{key}")
                 yield key, pred, gt
 
-        return evaluate_pairs(pairs(), task, model=model)
+        return evaluate_pairs(pairs(), "semantic" if task == "semantic" else "instance", model=model)
+
+    def _check_budget(self, inputs: Mapping[str, object], masks: Mapping[str, object], role: str) -> None:
+        """413 when the headers of all images of the request announce more than ``eval_max_pixels`` pixels."""
+        total = 0
+        for label, group in ((role, inputs), ("mask", masks)):
+            for key, value in group.items():
+                if isinstance(value, bytes | bytearray) and value:
+                    total += header_pixels(bytes(value), f"{label}_{key}")[0]
+        if total > self.limits.eval_max_pixels:
+            raise TooLargeError(
+                f"the request holds {total:,} pixels in {len(inputs) + len(masks)} images, over the limit of "
+                f"{self.limits.eval_max_pixels:,} per evaluation (SSLZOO_EVAL_MAX_PIXELS); split it into smaller sets"
+            )
+
+
+def binary_mask(labels: np.ndarray, name: str) -> np.ndarray:
+    """A semantic mask as 0/1; 400 unless its values are 0/1 or 0/255 (the contract's convention)."""
+    values = np.unique(labels)
+    found = {int(v) for v in values[:3]}
+    if len(values) > 2 or not any(found <= allowed for allowed in BINARY_SETS):
+        shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        raise DataError(
+            f"{name}: a semantic mask must be binary, 0/1 or 0/255, but holds the values {shown}; threshold it "
+            "first (e.g. a 0-255 probability map: mask = (prob >= 128) * 255) and save it as 8-bit PNG"
+        )
+    return (labels > 0).astype(np.int64)
