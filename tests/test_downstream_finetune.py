@@ -100,28 +100,47 @@ def test_val_split_of_the_dataset_is_scored_when_present(lesion_dir):
         split_train_eval(open_dataset(lesion_dir), eval_split="train")
 
 
-def test_rate_subsets_are_nested_and_validation_tiles_fixed(nuclei_dir):
+def test_rate_subsets_are_nested_and_validation_lies_inside_each(nuclei_dir):
     index = open_dataset(nuclei_dir)
     split = split_train_eval(index)
     ids = [f"img{i}@{t.y:05d}_{t.x:05d}" for i in range(8) for t in image_tiles(600, 600, 256)]
-    selections = {rate: select_tiles(ids, rate, seed=2, val_fraction=0.1) for rate in (0.01, 0.04, 0.16, 0.64, 1.0)}
-    vals = {tuple(s.val) for s in selections.values()}
-    assert len(vals) == 1  # validation tiles do not depend on the rate
-    val = set(next(iter(vals)))
+    selections = {rate: select_tiles(ids, rate, seed=2, val_fraction=0.2) for rate in (0.04, 0.16, 0.64, 1.0)}
     rates = sorted(selections)
     for small, large in zip(rates, rates[1:], strict=False):
-        assert set(selections[small].train) <= set(selections[large].train)
+        assert set(selections[small].labelled) <= set(selections[large].labelled)  # nested labelled subsets
     for s in selections.values():
-        assert val.isdisjoint(s.train) and len(s.train) >= 1
-    assert len(selections[1.0].train) + len(val) == len(ids) == 8 * 9
-    other_seed = select_tiles(ids, 0.16, seed=3, val_fraction=0.1)
-    assert set(other_seed.train) != set(selections[0.16].train)
+        assert set(s.val).isdisjoint(s.train) and len(s.train) >= 1
+        assert set(s.train) | set(s.val) == set(s.labelled)
+    assert len(selections[1.0].labelled) == len(ids) == 8 * 9
+    other_seed = select_tiles(ids, 0.16, seed=3, val_fraction=0.2)
+    assert set(other_seed.labelled) != set(selections[0.16].labelled)
     # the data module draws from the real training tiles the same way
-    small = prepare_data(index, "instance", 0.1, seed=0, val_fraction=0.1, tile_size=64)
-    large = prepare_data(index, "instance", 0.5, seed=0, val_fraction=0.1, tile_size=64)
-    assert set(small.train.ids) <= set(large.train.ids)
-    assert small.val is not None and large.val is not None and small.val.ids == large.val.ids
+    small = prepare_data(index, "instance", 0.25, seed=0, val_fraction=0.2, tile_size=64)
+    large = prepare_data(index, "instance", 1.0, seed=0, val_fraction=0.2, tile_size=64)
+    assert set(small.selection.labelled) <= set(large.selection.labelled)
+    assert small.val is not None and set(small.val.ids) <= set(small.selection.labelled)
     assert len(small.selection.all_ids) == len(split.train) * 4  # 96 px image -> 2 x 2 tiles of 64
+
+
+def test_validation_is_a_fifth_of_the_rate_subset_and_scales_with_it():
+    """Issue 12, defect 1: at 1 % the validation tiles come from the 1 % subset, not from all tiles."""
+    ids = [f"img{i:04d}@00000_00000" for i in range(2000)]
+    sizes = {}
+    for rate in (0.01, 0.02, 0.16, 1.0):
+        s = select_tiles(ids, rate, seed=0, val_fraction=0.2)
+        n = len(s.labelled)
+        assert n == max(1, round(rate * len(ids)))
+        assert set(s.val) <= set(s.labelled) and set(s.train) <= set(s.labelled)
+        assert len(s.val) == max(1, round(0.2 * n)) and len(s.train) == n - len(s.val)
+        sizes[rate] = len(s.val)
+    assert sizes == {0.01: 4, 0.02: 8, 0.16: 64, 1.0: 400}  # validation grows with the rate
+    # ISIC, 2 %: the authors' "32 annotated samples" = 40 labelled x 0.8
+    isic = select_tiles([f"isic{i:04d}" for i in range(2000)], 0.02, seed=1, val_fraction=0.2)
+    assert (len(isic.labelled), len(isic.train), len(isic.val)) == (40, 32, 8)
+    # one labelled tile: it trains, nothing is left to validate on
+    single = select_tiles(ids, 0.0001, seed=0, val_fraction=0.2)
+    assert len(single.train) == 1 and single.val == []
+    assert select_tiles(ids, 0.01, seed=0, val_fraction=0.0).val == []
 
 
 def test_tiles_hold_crops_of_image_labels_and_distance_target(nuclei_dir):

@@ -45,7 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "dermoscopy, whose lesions fill the frame); the mask comes back at the input's size. Default: native "
         "resolution, tiled",
     )
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of tiles for validation (default 0.1)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the labelled (rate-subset) tiles held out for validation (default 0.2, as the authors)",
+    )
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
     p.add_argument("--eval-split", help="split to score (default: test, else val, else a fixed 20 %% hold-out)")
     p.add_argument("--dataset", choices=DATASETS, help="dataset kind (default: detected from the folder)")

@@ -87,7 +87,7 @@ class FinetuneConfig(BaseModel):
         description="semantic only: squeeze every whole image to input_size x input_size (aspect not kept) for "
         "training, and at inference (the mask is resized back); None: native resolution, tiled",
     )
-    val_fraction: float = 0.1
+    val_fraction: float = Field(0.2, description="share of the labelled rate subset held out for validation")
     patience: int = 10
     eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
     workers: int = 2
