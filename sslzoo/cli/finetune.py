@@ -28,6 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("semantic", "instance"), help="default: the dataset's task")
     p.add_argument("--rate", type=float, default=1.0, help="annotation rate in (0, 1], e.g. 0.04 (default 1.0)")
     p.add_argument("--frozen", action="store_true", help="keep the encoder frozen (train the decoder only)")
+    p.add_argument(
+        "--frozen-bn",
+        choices=("train", "eval"),
+        default="train",
+        help="batch norm of a --frozen encoder: train (default, as the authors: batch statistics, running "
+        "statistics updated) or eval (running statistics fixed)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the subset draw and training (default 0)")
     p.add_argument("--out", required=True, help="output folder (segmenter, result.json, metrics.csv, checkpoints)")
     p.add_argument("--backbone", default="resnet50", help="ResNet encoder (default resnet50)")
@@ -74,6 +81,7 @@ def run_finetune(args: argparse.Namespace) -> int:
             dataset=args.dataset,
             rate=args.rate,
             frozen=args.frozen,
+            frozen_bn=args.frozen_bn,
             seed=args.seed,
             epochs=args.epochs,
             max_steps=args.max_steps,

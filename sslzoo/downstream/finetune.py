@@ -75,6 +75,9 @@ class FinetuneConfig(BaseModel):
     dataset: str | None = Field(None, description="dataset kind passed to open_dataset (None: detected)")
     rate: float = Field(1.0, description="annotation rate: share of the training tiles used, in (0, 1]")
     frozen: bool = False
+    frozen_bn: Literal["train", "eval"] = Field(
+        "train", description="batch norm of a frozen encoder: train mode (authors) or eval mode (fixed statistics)"
+    )
     seed: int = 0
     epochs: int = 50
     max_steps: int | None = Field(None, description="when set, bounds training instead of epochs")
@@ -377,7 +380,7 @@ def finetune(
         ckpt_path = str(last)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen)
+    model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen, config.frozen_bn)
     prepared = prepare_data(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
         config.tiles_per_image, config.eval_split, progress, config.input_size,
@@ -424,7 +427,7 @@ def finetune(
         log_every_n_steps=1,
     )
     with warnings.catch_warnings():
-        if config.frozen:  # intended: a frozen encoder keeps its batch-norm statistics (eval mode)
+        if config.frozen and config.frozen_bn == "eval":  # intended: fixed batch-norm statistics (eval mode)
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         if val_loader is None:  # intended: val_fraction 0 means no validation tiles
             warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")

@@ -82,6 +82,7 @@ class FinetuneSettings(BaseModel):
     tile_size: int = Field(256, ge=32)
     tiles_per_image: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
+    frozen_bn: Literal["train", "eval"] = "train"
     patience: int = Field(10, ge=1)
     eval_split: str | None = None
     workers: int = Field(2, ge=0)
