@@ -215,7 +215,11 @@ def test_instance_end_to_end_and_cached_second_call(nuclei_dir, tmp_path, monkey
     # the saved segmenter reproduces the stored score on the stored evaluation images
     stored = json.loads((out / "segmenter.json").read_text())
     assert stored["task"] == "instance" and stored["tile_size"] == 64 and stored["backbone"] == "resnet18"
-    assert "watershed_train_aji_plus" in stored["training"]
+    from sslzoo.downstream.watershed import FIXED_WATERSHED
+
+    assert config.watershed == "fixed"  # the study-comparison default: the authors' fixed post-processing
+    assert stored["watershed"] == FIXED_WATERSHED.model_dump(mode="json")
+    assert "watershed_train_aji_plus" not in stored["training"]
     rescored = _rescore(out, nuclei_dir, stored["training"]["eval_ids"])
     assert rescored["aji_plus"] == pytest.approx(result.score, abs=1e-9)
     assert load_result(out) == result
@@ -265,6 +269,13 @@ def test_semantic_end_to_end_frozen_encoder_unchanged(lesion_dir, encoder_dir, t
         assert changed and all(k.endswith(statistics) for k in changed)
     else:
         assert any(k.endswith("weight") for k in changed)
+
+
+def test_tuned_watershed_is_chosen_on_the_training_tiles(nuclei_dir, tmp_path):
+    config = FinetuneConfig(**TINY | {"epochs": 1}, init="random", rate=0.5, seed=1, watershed="tuned")
+    finetune(config, nuclei_dir, tmp_path / "run", accelerator="cpu", progress=False)
+    stored = json.loads((tmp_path / "run" / "segmenter.json").read_text())
+    assert "watershed_train_aji_plus" in stored["training"] and stored["watershed"]["fill_holes"] is False
 
 
 def test_same_seed_gives_the_same_run(tmp_path):

@@ -11,6 +11,7 @@ fixed, the encoder stays in eval mode).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import segmentation_models_pytorch as smp
@@ -23,6 +24,9 @@ Task = Literal["semantic", "instance"]
 #: batch-norm mode of a frozen encoder while training: "train" (authors' default) or "eval"
 FrozenBN = Literal["train", "eval"]
 FROZEN_BN_MODES: tuple[str, ...] = get_args(FrozenBN)
+#: decoder widths: smp's default, and the authors' (``decoder_filters`` of their ds_*.yaml)
+SMP_DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
+AUTHORS_DECODER_CHANNELS: tuple[int, ...] = (512, 256, 128, 64, 32)
 
 
 def build_unet(
@@ -31,10 +35,18 @@ def build_unet(
     task: Task = "semantic",
     frozen: bool = False,
     frozen_bn: FrozenBN = "train",
+    decoder_channels: Sequence[int] = SMP_DECODER_CHANNELS,
 ) -> tuple[smp.Unet, EncoderConfig]:
     """U-Net whose encoder is initialised from ``init`` (``random`` | ``imagenet`` | folder | zoo name)."""
     encoder, config = resolve_encoder(init, backbone)
-    model = smp.Unet(config.backbone, encoder_weights=None, in_channels=3, classes=1, activation=None)
+    model = smp.Unet(
+        config.backbone,
+        encoder_weights=None,
+        in_channels=3,
+        classes=1,
+        activation=None,
+        decoder_channels=tuple(int(c) for c in decoder_channels),
+    )
     load_encoder_state(model.encoder, encoder_state_dict(encoder), source=str(init))
     if frozen:
         freeze_encoder(model, frozen_bn)
