@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Fine-tune a U-Net whose encoder comes from INIT (random, imagenet, an encoder folder or a zoo name) on "
             "a share (--rate) of the training tiles of a labelled dataset: Dice loss (semantic) or smooth-L1 on "
             "per-nucleus distance maps + seeded watershed (instance; fixed or tuned parameters); Adam lr 1e-3, "
-            "early stopping on a validation share of the labelled tiles. The segmenter is saved to OUT and scored on the dataset's test/val split (or a "
+            "early stopping on a validation share of the labelled tiles. The segmenter is saved to OUT and "
+            "scored on the dataset's test/val split (or a "
             "fixed 20 % hold-out of the images): DSC (semantic) or AJI+ (instance), written to OUT/result.json. "
             "Running again with the same options returns that result without training."
         ),
