@@ -37,8 +37,11 @@ def guess_dataset(data: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------- data
-def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = ()) -> Dataset:
-    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``."""
+def two_view_dataset(
+    data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = (), stain: float = 0.0
+) -> Dataset:
+    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``;
+    ``stain``: H&E stain jitter sigma of the MoNuSeg list (0: off)."""
     from sslzoo.data.datasets import unlabelled_images
     from sslzoo.data.pretext_dataset import TwoViewDataset
     from sslzoo.data.transforms import two_view_transform
@@ -48,7 +51,7 @@ def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int, skip_s
     path = Path(data)
     if not path.exists():
         raise DataError(f"{path}: no such folder; pass --data a folder of unlabelled images")
-    transform = two_view_transform(dataset, size)
+    transform = two_view_transform(dataset, size, stain)
     images = unlabelled_images(path, dataset, skip_splits)
     if len(images) == 0:
         raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
@@ -125,7 +128,7 @@ def pretrain(
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = two_view_dataset(data, config.dataset, config.input_size, skip_splits)
+    dataset = two_view_dataset(data, config.dataset, config.input_size, skip_splits, config.stain_jitter)
     if len(dataset) < config.batch_size:
         raise ConfigError(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
