@@ -127,7 +127,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     from sslzoo.data.io import to_rgb_uint8
 
     rgb = to_rgb_uint8(np.asarray(image))
-    heat = np.asarray(cam, dtype=np.float32)
+    heat: np.ndarray = np.asarray(cam, dtype=np.float32)
     if heat.ndim != 2:
         raise DataError(f"a CAM is one 2-D map, got shape {heat.shape}")
     if not 0.0 <= image_weight <= 1.0:

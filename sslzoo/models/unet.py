@@ -63,7 +63,7 @@ def freeze_encoder(model: smp.Unet, frozen_bn: FrozenBN = "train") -> None:
     if frozen_bn == "train":
         return
     model.encoder.eval()
-    model.encoder.train = _stay_in_eval.__get__(model.encoder, nn.Module)  # type: ignore[method-assign]
+    model.encoder.train = _stay_in_eval.__get__(model.encoder, nn.Module)
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:

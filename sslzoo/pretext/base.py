@@ -126,7 +126,8 @@ class PretextMethod(pl.LightningModule):
     @property
     def feature_dim(self) -> int:
         """Channels of the last encoder stage (2048 for resnet50, 512 for resnet18)."""
-        return int(self.encoder.out_channels[-1])
+        channels: Any = self.encoder.out_channels
+        return int(channels[-1])
 
     def embed(self, images: Tensor) -> Tensor:
         """Global-average-pooled last encoder stage, shape ``(N, feature_dim)``."""
@@ -153,7 +154,9 @@ class PretextMethod(pl.LightningModule):
         """
         if self._trainer is None or self.trainer.world_size <= 1:
             return tensor
-        return self.all_gather(tensor, sync_grads=sync_grads).flatten(0, 1)
+        gathered = self.all_gather(tensor, sync_grads=sync_grads)
+        assert isinstance(gathered, Tensor)
+        return gathered.flatten(0, 1)
 
     def extra_parameter_count(self) -> int:
         """Δθ: number of parameters (trainable or not) in :meth:`extra_modules`."""

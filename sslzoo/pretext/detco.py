@@ -84,17 +84,18 @@ class DetCo(PretextMethod):
         if int(p["grid"]) < 1:
             raise ConfigError(f"detco: grid must be >= 1, got {p['grid']}")
         hidden, out = int(p["head_hidden_dim"]), int(p["head_out_dim"])
-        channels = [int(self.encoder.out_channels[s]) for s in STAGES]
+        out_channels: Any = self.encoder.out_channels
+        channels = [int(out_channels[s]) for s in STAGES]
         self.global_heads = nn.ModuleList(ProjectionMLP(c, hidden or c, out, batch_norm=False) for c in channels)
         self.local_heads = nn.ModuleList(
             LocalProjectionHead(c, int(p["grid"]) ** 2, int(p["patch_dim"]), hidden, out) for c in channels
         )
         self.key_encoder = momentum_copy(self.encoder)
-        self.key_global_heads = momentum_copy(self.global_heads)
-        self.key_local_heads = momentum_copy(self.local_heads)
+        self.key_global_heads: nn.ModuleList = momentum_copy(self.global_heads)
+        self.key_local_heads: nn.ModuleList = momentum_copy(self.local_heads)
         self.queue_size = clamp_queue_size(int(p["queue_size"]), config.samples_per_epoch)
-        self.global_queues = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)
-        self.local_queues = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)
+        self.global_queues: list[FeatureQueue] = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)  # type: ignore[assignment]
+        self.local_queues: list[FeatureQueue] = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)  # type: ignore[assignment]
 
     @staticmethod
     def _check_stage_weights(value: Any) -> list[float]:
@@ -157,7 +158,7 @@ class DetCo(PretextMethod):
                 self.local_queues[i].features().clone(),
                 temperature,
             )
-            stage_loss = sum(terms.values())
+            stage_loss: Tensor = sum(terms.values(), view1.new_zeros(()))
             loss = loss + self.stage_weights[i] * stage_loss
             logged[f"stage{stage}"] = stage_loss.detach()
             for term, value in terms.items():

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -128,7 +128,7 @@ def pretrain(
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = two_view_dataset(data, config.dataset, config.input_size, skip_splits, config.stain_jitter)
+    dataset: Any = two_view_dataset(data, config.dataset, config.input_size, skip_splits, config.stain_jitter)
     if len(dataset) < config.batch_size:
         raise ConfigError(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
@@ -162,9 +162,9 @@ def pretrain(
     trainer = pl.Trainer(
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
-        devices=devices,
+        devices=cast(Any, devices),
         accelerator=accelerator,
-        precision=precision,
+        precision=cast(Any, precision),
         strategy=strategy,
         default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"),
