@@ -203,3 +203,19 @@ def test_two_view_dataset_in_a_dataloader_with_workers(tmp_path) -> None:
     assert len(batches) == 3
     v1, v2 = batches[0]
     assert v1.shape == v2.shape == (4, 3, 48, 48) and not torch.equal(v1, v2)
+
+
+def test_two_view_dataset_resizes_whole_images_like_finetune_input_size(tmp_path) -> None:
+    """Issue 12: pretraining and fine-tuning see one scale; resize_to squeezes the whole image before tiling."""
+    image = np.zeros((600, 900, 3), np.uint8)
+    image[:, 450:] = 255  # right half white
+    path = tmp_path / "big.png"
+    write_image(path, image)
+    native = TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64)
+    assert len(native) == 10 * 15  # native resolution: 150 tiles of 64 px
+    resized = TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64, resize_to=64)
+    assert len(resized) == 1  # the whole lesion image in one view, as finetune --input-size 64 sees it
+    tile = resized.tile(0)
+    assert tile.shape == (64, 64, 3) and tile[:, :30].max() < 10 and tile[:, 34:].min() > 245
+    with pytest.raises(Exception, match="resize_to"):
+        TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64, resize_to=0)

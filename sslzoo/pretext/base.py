@@ -42,6 +42,9 @@ class PretextConfig(BaseModel):
     seed: int = 0
     #: H&E stain jitter sigma added to the MoNuSeg view list (``HEStainJitter``; 0: off, the authors' list).
     stain_jitter: float = Field(0.0, ge=0, lt=1)
+    #: Squeeze every whole image to resize_to x resize_to before tiling (None: native size), as
+    #: ``finetune --input-size`` does; the authors resize to 256 for pretraining and fine-tuning.
+    resize_to: int | None = Field(None, ge=16)
     #: Known at fit time (set by :func:`sslzoo.pretext.train.pretrain`): queues are never longer than this.
     samples_per_epoch: int | None = Field(None, ge=1)
     #: Method hyper-parameters (ψ of Table II); missing keys take the method's ``default_params``.

@@ -38,7 +38,12 @@ def guess_dataset(data: str | Path) -> str:
 
 # ---------------------------------------------------------------------------- data
 def two_view_dataset(
-    data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = (), stain: float = 0.0
+    data: str | Path | Dataset,
+    dataset: str,
+    size: int,
+    skip_splits: Sequence[str] = (),
+    stain: float = 0.0,
+    resize_to: int | None = None,
 ) -> Dataset:
     """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``;
     ``stain``: H&E stain jitter sigma of the MoNuSeg list (0: off)."""
@@ -55,7 +60,7 @@ def two_view_dataset(
     images = unlabelled_images(path, dataset, skip_splits)
     if len(images) == 0:
         raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
-    return TwoViewDataset(images, transform, size)
+    return TwoViewDataset(images, transform, size, resize_to=resize_to)
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -128,7 +133,9 @@ def pretrain(
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset: Any = two_view_dataset(data, config.dataset, config.input_size, skip_splits, config.stain_jitter)
+    dataset: Any = two_view_dataset(
+        data, config.dataset, config.input_size, skip_splits, config.stain_jitter, config.resize_to
+    )
     if len(dataset) < config.batch_size:
         raise ConfigError(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
