@@ -13,6 +13,7 @@ from sslzoo.data.io import write_image
 from sslzoo.data.pretext_dataset import TwoViewDataset
 from sslzoo.data.synthetic import synthetic_nuclei
 from sslzoo.data.transforms import (
+    HEStainJitter,
     TwoViews,
     downstream_transform,
     eval_transform,
@@ -33,22 +34,39 @@ def _steps(compose: A.Compose, kind: type) -> list:
     return [t for t in compose.transforms if type(t) is kind]
 
 
-def test_monuseg_pipeline_has_the_papers_parameters() -> None:
+def test_monuseg_pipeline_has_the_authors_parameters() -> None:
+    """Issue 12: one joint ColorJitter(0.6, 0.8, 0.8, 0.2, p=.8) and crop ratio (1, 1), as in ssl_monuseg.yaml."""
     aug = monuseg_view_augmentation(size=128)
     (crop,) = _steps(aug, A.RandomResizedCrop)
     assert crop.size == (128, 128) and tuple(crop.scale) == (0.2, 1.0) and crop.p == 1.0
-    jitters = _steps(aug, A.ColorJitter)
-    ranges = [(tuple(j.brightness), tuple(j.contrast), tuple(j.saturation), tuple(j.hue), j.p) for j in jitters]
-    one, zero = (1.0, 1.0), (0.0, 0.0)
-    assert ranges == [
-        ((0.4, 1.6), one, one, zero, 0.8),
-        (one, (0.2, 1.8), one, zero, 0.8),
-        (one, one, (0.2, 1.8), zero, 0.8),
-        ((0.8, 1.2), one, one, zero, 0.8),
-    ]
+    assert tuple(crop.ratio) == (1.0, 1.0)
+    (jitter,) = _steps(aug, A.ColorJitter)
+    assert tuple(jitter.brightness) == pytest.approx((0.4, 1.6)) and tuple(jitter.contrast) == pytest.approx((0.2, 1.8))
+    assert tuple(jitter.saturation) == pytest.approx((0.2, 1.8)) and tuple(jitter.hue) == pytest.approx((-0.2, 0.2))
+    assert jitter.p == 0.8
     (blur,) = _steps(aug, A.GaussianBlur)
-    assert tuple(blur.sigma_limit) == (0.1, 2.0) and blur.p == 0.8
+    assert tuple(blur.sigma_limit) == (0.1, 2.0) and blur.p == 0.5
     assert [t.p for t in _steps(aug, A.HorizontalFlip) + _steps(aug, A.VerticalFlip)] == [0.5, 0.5]
+    assert not _steps(aug, HEStainJitter)
+    (stain,) = _steps(monuseg_view_augmentation(size=128, stain=0.05), HEStainJitter)
+    assert stain.sigma == 0.05 and stain.p == 0.5
+
+
+def test_he_stain_jitter_changes_stain_intensities_and_sigma_zero_is_identity() -> None:
+    image, _ = synthetic_nuclei(size=64, n=8, seed=3)
+    identity = HEStainJitter(sigma=0.0, p=1.0)
+    assert np.array_equal(identity(image=image)["image"], image)
+    tiny = HEStainJitter(sigma=1e-6, p=1.0)(image=image)["image"]  # the HED round trip itself
+    assert tiny.dtype == np.uint8 and np.median(np.abs(tiny.astype(int) - image.astype(int))) <= 1
+    jitter = HEStainJitter(sigma=0.3, p=1.0)
+    jitter.set_random_seed(0)
+    out = [jitter(image=image)["image"] for _ in range(3)]
+    assert all(o.shape == image.shape and o.dtype == np.uint8 for o in out)
+    assert not np.array_equal(out[0], out[1]) and np.abs(out[0].astype(int) - image.astype(int)).mean() > 1.0
+    with pytest.raises(ConfigError, match="stain jitter"):
+        HEStainJitter(sigma=1.5)
+    with pytest.raises(ConfigError, match="H&E"):
+        view_augmentation("isic2017", stain=0.05)
 
 
 def test_mocov2_pipeline_has_its_parameters() -> None:
@@ -66,8 +84,9 @@ def test_mocov2_pipeline_has_its_parameters() -> None:
 
 
 def test_view_augmentation_by_dataset() -> None:
-    assert len(_steps(view_augmentation("monuseg"), A.ColorJitter)) == 4
-    assert len(_steps(view_augmentation("dsb2018"), A.ColorJitter)) == 4
+    assert len(_steps(view_augmentation("monuseg"), A.ColorJitter)) == 1
+    assert len(_steps(view_augmentation("dsb2018"), A.ColorJitter)) == 1
+    assert len(_steps(view_augmentation("monuseg", stain=0.05), HEStainJitter)) == 1
     assert len(_steps(view_augmentation("isic2017"), A.ColorJitter)) == 1
     assert len(_steps(view_augmentation("folder"), A.ToGray)) == 1
     with pytest.raises(ConfigError, match="monuseg"):
@@ -184,3 +203,19 @@ def test_two_view_dataset_in_a_dataloader_with_workers(tmp_path) -> None:
     assert len(batches) == 3
     v1, v2 = batches[0]
     assert v1.shape == v2.shape == (4, 3, 48, 48) and not torch.equal(v1, v2)
+
+
+def test_two_view_dataset_resizes_whole_images_like_finetune_input_size(tmp_path) -> None:
+    """Issue 12: pretraining and fine-tuning see one scale; resize_to squeezes the whole image before tiling."""
+    image = np.zeros((600, 900, 3), np.uint8)
+    image[:, 450:] = 255  # right half white
+    path = tmp_path / "big.png"
+    write_image(path, image)
+    native = TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64)
+    assert len(native) == 10 * 15  # native resolution: 150 tiles of 64 px
+    resized = TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64, resize_to=64)
+    assert len(resized) == 1  # the whole lesion image in one view, as finetune --input-size 64 sees it
+    tile = resized.tile(0)
+    assert tile.shape == (64, 64, 3) and tile[:, :30].max() < 10 and tile[:, 34:].min() > 245
+    with pytest.raises(Exception, match="resize_to"):
+        TwoViewDataset([path], two_view_transform("isic2017", size=64), size=64, resize_to=0)

@@ -100,28 +100,47 @@ def test_val_split_of_the_dataset_is_scored_when_present(lesion_dir):
         split_train_eval(open_dataset(lesion_dir), eval_split="train")
 
 
-def test_rate_subsets_are_nested_and_validation_tiles_fixed(nuclei_dir):
+def test_rate_subsets_are_nested_and_validation_lies_inside_each(nuclei_dir):
     index = open_dataset(nuclei_dir)
     split = split_train_eval(index)
     ids = [f"img{i}@{t.y:05d}_{t.x:05d}" for i in range(8) for t in image_tiles(600, 600, 256)]
-    selections = {rate: select_tiles(ids, rate, seed=2, val_fraction=0.1) for rate in (0.01, 0.04, 0.16, 0.64, 1.0)}
-    vals = {tuple(s.val) for s in selections.values()}
-    assert len(vals) == 1  # validation tiles do not depend on the rate
-    val = set(next(iter(vals)))
+    selections = {rate: select_tiles(ids, rate, seed=2, val_fraction=0.2) for rate in (0.04, 0.16, 0.64, 1.0)}
     rates = sorted(selections)
     for small, large in zip(rates, rates[1:], strict=False):
-        assert set(selections[small].train) <= set(selections[large].train)
+        assert set(selections[small].labelled) <= set(selections[large].labelled)  # nested labelled subsets
     for s in selections.values():
-        assert val.isdisjoint(s.train) and len(s.train) >= 1
-    assert len(selections[1.0].train) + len(val) == len(ids) == 8 * 9
-    other_seed = select_tiles(ids, 0.16, seed=3, val_fraction=0.1)
-    assert set(other_seed.train) != set(selections[0.16].train)
+        assert set(s.val).isdisjoint(s.train) and len(s.train) >= 1
+        assert set(s.train) | set(s.val) == set(s.labelled)
+    assert len(selections[1.0].labelled) == len(ids) == 8 * 9
+    other_seed = select_tiles(ids, 0.16, seed=3, val_fraction=0.2)
+    assert set(other_seed.labelled) != set(selections[0.16].labelled)
     # the data module draws from the real training tiles the same way
-    small = prepare_data(index, "instance", 0.1, seed=0, val_fraction=0.1, tile_size=64)
-    large = prepare_data(index, "instance", 0.5, seed=0, val_fraction=0.1, tile_size=64)
-    assert set(small.train.ids) <= set(large.train.ids)
-    assert small.val is not None and large.val is not None and small.val.ids == large.val.ids
+    small = prepare_data(index, "instance", 0.25, seed=0, val_fraction=0.2, tile_size=64)
+    large = prepare_data(index, "instance", 1.0, seed=0, val_fraction=0.2, tile_size=64)
+    assert set(small.selection.labelled) <= set(large.selection.labelled)
+    assert small.val is not None and set(small.val.ids) <= set(small.selection.labelled)
     assert len(small.selection.all_ids) == len(split.train) * 4  # 96 px image -> 2 x 2 tiles of 64
+
+
+def test_validation_is_a_fifth_of_the_rate_subset_and_scales_with_it():
+    """Issue 12, defect 1: at 1 % the validation tiles come from the 1 % subset, not from all tiles."""
+    ids = [f"img{i:04d}@00000_00000" for i in range(2000)]
+    sizes = {}
+    for rate in (0.01, 0.02, 0.16, 1.0):
+        s = select_tiles(ids, rate, seed=0, val_fraction=0.2)
+        n = len(s.labelled)
+        assert n == max(1, round(rate * len(ids)))
+        assert set(s.val) <= set(s.labelled) and set(s.train) <= set(s.labelled)
+        assert len(s.val) == max(1, round(0.2 * n)) and len(s.train) == n - len(s.val)
+        sizes[rate] = len(s.val)
+    assert sizes == {0.01: 4, 0.02: 8, 0.16: 64, 1.0: 400}  # validation grows with the rate
+    # ISIC, 2 %: the authors' "32 annotated samples" = 40 labelled x 0.8
+    isic = select_tiles([f"isic{i:04d}" for i in range(2000)], 0.02, seed=1, val_fraction=0.2)
+    assert (len(isic.labelled), len(isic.train), len(isic.val)) == (40, 32, 8)
+    # one labelled tile: it trains, nothing is left to validate on
+    single = select_tiles(ids, 0.0001, seed=0, val_fraction=0.2)
+    assert len(single.train) == 1 and single.val == []
+    assert select_tiles(ids, 0.01, seed=0, val_fraction=0.0).val == []
 
 
 def test_tiles_hold_crops_of_image_labels_and_distance_target(nuclei_dir):
@@ -196,7 +215,11 @@ def test_instance_end_to_end_and_cached_second_call(nuclei_dir, tmp_path, monkey
     # the saved segmenter reproduces the stored score on the stored evaluation images
     stored = json.loads((out / "segmenter.json").read_text())
     assert stored["task"] == "instance" and stored["tile_size"] == 64 and stored["backbone"] == "resnet18"
-    assert "watershed_train_aji_plus" in stored["training"]
+    from sslzoo.downstream.watershed import FIXED_WATERSHED
+
+    assert config.watershed == "fixed"  # the study-comparison default: the authors' fixed post-processing
+    assert stored["watershed"] == FIXED_WATERSHED.model_dump(mode="json")
+    assert "watershed_train_aji_plus" not in stored["training"]
     rescored = _rescore(out, nuclei_dir, stored["training"]["eval_ids"])
     assert rescored["aji_plus"] == pytest.approx(result.score, abs=1e-9)
     assert load_result(out) == result
@@ -221,12 +244,12 @@ def _encoder_weights(segmenter_dir: Path) -> dict[str, torch.Tensor]:
     return encoder_state_dict(Segmenter.from_pretrained(segmenter_dir).model.encoder)
 
 
-@pytest.mark.parametrize("frozen", [True, False])
-def test_semantic_end_to_end_frozen_encoder_unchanged(lesion_dir, encoder_dir, tmp_path, frozen):
+@pytest.mark.parametrize(("frozen", "frozen_bn"), [(True, "eval"), (True, "train"), (False, "train")])
+def test_semantic_end_to_end_frozen_encoder_unchanged(lesion_dir, encoder_dir, tmp_path, frozen, frozen_bn):
     from safetensors.torch import load_file
 
     out = tmp_path / "run"
-    config = FinetuneConfig(**TINY | {"epochs": 1}, init=str(encoder_dir), frozen=frozen, rate=1.0)
+    config = FinetuneConfig(**TINY | {"epochs": 1}, init=str(encoder_dir), frozen=frozen, frozen_bn=frozen_bn, rate=1.0)
     result = finetune(config, lesion_dir, out, accelerator="cpu", progress=False)
     assert result.task == "semantic" and result.metric == "dice" and set(result.scores) == {"dice"}
     assert result.n_eval_images == 2 and 0.0 <= result.score <= 1.0
@@ -239,10 +262,20 @@ def test_semantic_end_to_end_frozen_encoder_unchanged(lesion_dir, encoder_dir, t
     trained = _encoder_weights(out)
     assert set(initial) == set(trained)
     changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
-    if frozen:
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    if frozen and frozen_bn == "eval":
         assert changed == []  # weights and batch-norm statistics untouched
+    elif frozen:  # the authors' frozen encoder: weights fixed, batch-norm statistics follow the data
+        assert changed and all(k.endswith(statistics) for k in changed)
     else:
         assert any(k.endswith("weight") for k in changed)
+
+
+def test_tuned_watershed_is_chosen_on_the_training_tiles(nuclei_dir, tmp_path):
+    config = FinetuneConfig(**TINY | {"epochs": 1}, init="random", rate=0.5, seed=1, watershed="tuned")
+    finetune(config, nuclei_dir, tmp_path / "run", accelerator="cpu", progress=False)
+    stored = json.loads((tmp_path / "run" / "segmenter.json").read_text())
+    assert "watershed_train_aji_plus" in stored["training"] and stored["watershed"]["fill_holes"] is False
 
 
 def test_same_seed_gives_the_same_run(tmp_path):

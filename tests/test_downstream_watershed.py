@@ -3,6 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from sslzoo.downstream.watershed import (
+    FIXED_WATERSHED,
     WatershedParams,
     distance_to_instances,
     remove_small_and_relabel,
@@ -66,3 +67,28 @@ def test_bad_input_and_tuning_picks_a_separating_setting():
     space = [WatershedParams(seed_threshold=0.05, foreground_threshold=0.01), WatershedParams(seed_threshold=0.6)]
     best, score = tune_watershed([dist], [labels], count_score, space)
     assert score == 1.0 and best.seed_threshold == 0.6
+
+
+def test_fixed_setting_is_the_authors_and_fills_holes_and_filters_by_median_area():
+    assert (FIXED_WATERSHED.sigma, FIXED_WATERSHED.foreground_threshold, FIXED_WATERSHED.seed_threshold) == (
+        1.0,
+        0.09,
+        0.4,
+    )
+    assert FIXED_WATERSHED.fill_holes and FIXED_WATERSHED.area_median_factors == (0.05, 10.0)
+    # five disks of radius 8, one tiny speck (area < 0.05 x median) and one disk with a hole in its prediction
+    labels = _disks((96, 160), [(20, 20), (20, 60), (20, 100), (20, 140), (70, 20)], 8)
+    distance = _normalised_distance(labels)
+    distance[70, 100] = distance[71, 100] = 1.0  # a 2-pixel speck
+    ring = _disks((96, 160), [(70, 140)], 12)
+    distance[ring > 0] = 0.6
+    distance[66:75, 136:145] = 0.0  # hole inside the ring
+    plain = WatershedParams(sigma=0.0, foreground_threshold=0.09, seed_threshold=0.4, min_size=0)
+    fixed = FIXED_WATERSHED.model_copy(update={"sigma": 0.0})
+    with_speck = distance_to_instances(distance, plain)
+    assert with_speck.max() == 7 and (with_speck[66:75, 136:145] == 0).all()
+    out = distance_to_instances(distance, fixed)
+    assert out.max() == 6  # the speck is filtered (area <= 0.05 x median), the other six objects stay
+    assert out[70, 100] == 0
+    assert (out[66:75, 136:145] > 0).all()  # the hole is filled
+    assert set(np.unique(out)) == set(range(7))  # ids contiguous

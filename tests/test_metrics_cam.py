@@ -80,6 +80,28 @@ def test_gradcam_on_a_resnet18_unet_returns_input_sized_maps_and_cleans_up(unet)
     assert finer.shape == (1, 64, 64) and not np.allclose(finer[0], maps[0])
 
 
+def test_gradcam_works_on_a_frozen_encoder_and_leaves_it_frozen():
+    """Issue 12, defect 2: Fig. 5 explains frozen encoders; no gradient reaches a frozen layer4 unless the CAM pass
+    enables it. Afterwards the encoder is as frozen as before (no requires_grad, no .grad, same mode)."""
+    from sslzoo.models.unet import build_unet
+
+    torch.manual_seed(0)
+    model, _ = build_unet("random", "resnet18", "semantic", frozen=True)
+    model.train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    images = torch.randn(2, 3, 64, 64)
+    maps = encoder_gradcam(model, images)
+    assert maps.shape == (2, 64, 64) and maps.max() > 0.0 and float(maps.std()) > 0.0
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == trainable
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert not images.requires_grad and images.grad is None
+    with torch.no_grad():  # also when the caller disabled autograd
+        assert encoder_gradcam(model, images[:1]).shape == (1, 64, 64)
+
+
 def test_gradcam_localises_the_channel_that_drives_the_foreground():
     """Channel 0 sees red, channel 1 green; only channel 0 drives the foreground logit: the CAM mass must lie on
     the red square and none on the green one."""

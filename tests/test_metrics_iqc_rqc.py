@@ -199,3 +199,16 @@ def test_rqc_from_histories_uses_time_to_convergence():
     assert result["fast"].rqc == 1.0
     assert result["fast"].point.epoch == 15
     assert result["slow"].rqc == pytest.approx(31 / 16)
+
+
+def test_table_ii_rqc_is_the_mean_over_datasets():
+    from sslzoo.errors import DataError
+    from sslzoo.metrics.rqc import mean_rqc_over_datasets
+
+    table = mean_rqc_over_datasets(
+        {"monuseg": {"simclr": 1.0, "detco": 6.0}, "isic2017": {"simclr": 2.0, "detco": 4.24}}
+    )
+    assert table == {"detco": pytest.approx(5.12), "simclr": pytest.approx(1.5)}
+    assert mean_rqc_over_datasets({"monuseg": {"moco": 2.0}, "isic2017": {}}) == {"moco": 2.0}
+    with pytest.raises(DataError):
+        mean_rqc_over_datasets({"monuseg": {"moco": 0.0}})

@@ -136,8 +136,8 @@ def test_stage_capture_matches_the_smp_feature_pyramid_and_removes_hooks():
             assert _all_forward_hooks(encoder) == 4
             captured = capture.run(images)
     assert _all_forward_hooks(encoder) == 0
-    for stage in (1, 2, 3, 4):
-        assert torch.equal(captured[stage], pyramid[stage])
+    for stage in (1, 2, 3, 4):  # stage k = layer<k> = pyramid[k + 1] (pyramid: [x, stem, layer1..layer4])
+        assert torch.equal(captured[stage], pyramid[stage + 1])
 
 
 def test_encoder_stage_cka_self_is_one_and_differs_between_random_inits():
@@ -163,8 +163,33 @@ def test_encoder_stage_cka_self_is_one_and_differs_between_random_inits():
     with torch.no_grad():
         acc = MinibatchCKA(4)
         for batch in images:
-            acc.update(encoder_a(batch)[4], encoder_b(batch)[4])
+            acc.update(encoder_a(batch)[5], encoder_b(batch)[5])  # stage 4 = layer4 = pyramid[5]
     assert cross[4] == pytest.approx(acc.compute(), rel=1e-9)
+
+
+def test_table_iii_stages_are_layer1_to_layer4_against_one_reference():
+    """Issue 12, defect 3: Table III measures layer1..layer4 (Conv1..Conv4; the authors' backbone.1..4), and every
+    method is compared with ONE reference network, not with its own fine-tuned self."""
+    from sslzoo.metrics.representation import TABLE_III_STAGES, reference_stage_cka, stage_module
+
+    encoder = _encoder(0)
+    assert TABLE_III_STAGES == (1, 2, 3, 4)
+    assert [stage_module(encoder, k) for k in TABLE_III_STAGES] == [
+        encoder.layer1,
+        encoder.layer2,
+        encoder.layer3,
+        encoder.layer4,
+    ]
+    reference, other = _encoder(1), _encoder(2)
+    torch.manual_seed(3)
+    images = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    table = reference_stage_cka({"a": encoder, "same": reference, "b": other}, reference, images, batch_size=4)
+    assert set(table) == {"a", "same", "b"} and all(sorted(row) == [1, 2, 3, 4] for row in table.values())
+    assert all(v == pytest.approx(1.0, abs=1e-9) for v in table["same"].values())  # the reference itself
+    assert all(v < 0.999 for v in table["a"].values())
+    assert table["a"][4] == pytest.approx(encoder_stage_cka(encoder, reference, images, (4,))[4], rel=1e-12)
+    with pytest.raises(ConfigError, match="one-shot"):
+        reference_stage_cka({"a": encoder}, reference, iter(images))
 
 
 def test_encoder_stage_cka_removes_hooks_after_an_error():

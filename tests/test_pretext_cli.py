@@ -147,5 +147,5 @@ def test_methods_list_and_table(capsys):
     assert "simclr" in listing and "imagenet" in listing
     assert main(["methods", "--table", "--backbone", "resnet18", "--markdown"]) == 0
     table = capsys.readouterr().out
-    assert table.startswith("| method |") and "| moco |" in table and "temperature=0.2" in table
+    assert table.startswith("| method |") and "| moco |" in table and "temperature=0.07" in table
     assert main(["methods", "--table", "--backbone", "vgg"]) == 2

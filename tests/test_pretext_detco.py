@@ -80,7 +80,7 @@ def test_detco_stage_terms_match_naive_references():
 # ----------------------------------------------------------------------------- the method
 
 SIZE = 36
-SMALL = {"head_hidden_dim": 32, "head_out_dim": 8, "patch_dim": 8}
+SMALL = {"head_hidden_dim": 32, "head_out_dim": 8, "patch_dim": 8}  # the compact (PIRL-style) local head
 
 
 def make_detco(samples_per_epoch: int | None = 12, **params):
@@ -96,6 +96,23 @@ def make_detco(samples_per_epoch: int | None = 12, **params):
         params={**SMALL, **params},
     )
     return get_method("detco")(config)
+
+
+def test_published_heads_are_the_default():
+    """The authors' detco_resnet.py: global MLP(C -> C -> 128), local MLP(9C -> 9C -> 128) on the concatenated tiles."""
+    torch.manual_seed(0)
+    method = make_detco(**{"head_hidden_dim": 0, "patch_dim": 0, "head_out_dim": 128})
+    for head, c in zip(method.local_heads, (64, 128, 256, 512), strict=True):
+        assert isinstance(head.patch_projection, torch.nn.Identity)
+        assert (head.mlp[0].in_features, head.mlp[0].out_features, head.mlp[2].out_features) == (9 * c, 9 * c, 128)
+    for head, c in zip(method.global_heads, (64, 128, 256, 512), strict=True):
+        assert (head.net[0].in_features, head.net[0].out_features) == (c, c)
+    from sslzoo.pretext.registry import get_method
+
+    defaults = get_method("detco").default_params
+    assert defaults["head_hidden_dim"] == 0 and defaults["patch_dim"] == 0
+    loss, _ = method.training_loss(torch.randn(2, 3, SIZE, SIZE), torch.randn(2, 3, SIZE, SIZE))
+    assert torch.isfinite(loss)
 
 
 def test_registered_and_bad_stage_weights_rejected():

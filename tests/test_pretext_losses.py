@@ -25,14 +25,15 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
+def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float, positive_in_denominator: bool = False) -> float:
     z = torch.cat([z1, z2]).double()
     n2 = z.shape[0]
     n = n2 // 2
     total = 0.0
     for i in range(n2):
         positive = (i + n) % n2
-        denominator = sum(math.exp(_cos(z[i], z[k]) / tau) for k in range(n2) if k != i)
+        skip = {i} if positive_in_denominator else {i, positive}
+        denominator = sum(math.exp(_cos(z[i], z[k]) / tau) for k in range(n2) if k not in skip)
         total += -math.log(math.exp(_cos(z[i], z[positive]) / tau) / denominator)
     return total / n2
 
@@ -70,7 +71,11 @@ def test_nt_xent_matches_naive_loop():
     torch.manual_seed(0)
     z1, z2 = torch.randn(5, 7), torch.randn(5, 7)
     for tau in (0.1, 0.5):
+        # default: the authors' NTXentLossBiased, positive not in the denominator
         assert nt_xent_loss(z1, z2, tau).item() == pytest.approx(naive_nt_xent(z1, z2, tau), rel=1e-4)
+        original = nt_xent_loss(z1, z2, tau, positive_in_denominator=True).item()
+        assert original == pytest.approx(naive_nt_xent(z1, z2, tau, positive_in_denominator=True), rel=1e-4)
+        assert original > nt_xent_loss(z1, z2, tau).item()  # a larger denominator
     assert NTXentLoss()(z1, z2).item() == pytest.approx(naive_nt_xent(z1, z2, 0.1), rel=1e-4)
 
 
@@ -125,9 +130,13 @@ def test_barlow_twins_is_zero_for_identical_decorrelated_features():
     assert barlow_twins_loss(correlated, correlated)[0].item() > 1e-3
 
 
-def test_reconstruction_loss_is_mse():
+def test_reconstruction_loss_is_smooth_l1_by_default_or_mse():
     a, b = torch.zeros(2, 3, 4, 4), torch.full((2, 3, 4, 4), 2.0)
-    assert reconstruction_loss(a, b).item() == pytest.approx(4.0)
+    assert reconstruction_loss(a, b).item() == pytest.approx(1.5)  # |d| - 0.5 for |d| >= 1
+    assert reconstruction_loss(a, torch.full_like(a, 0.5)).item() == pytest.approx(0.125)  # d^2 / 2 below 1
+    assert reconstruction_loss(a, b, "mse").item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        reconstruction_loss(a, b, "l2")
 
 
 def test_ema_update_formula_and_buffers():

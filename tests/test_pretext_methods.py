@@ -31,7 +31,12 @@ def test_registry_lists_core_methods_in_table_order():
 
 def test_params_defaults_overrides_and_errors():
     method = build_method(_config("simclr", params={"temperature": "0.5"}))
-    assert method.params == {"temperature": 0.5, "proj_hidden_dim": 1024, "proj_out_dim": 128}
+    assert method.params == {
+        "temperature": 0.5,
+        "proj_hidden_dim": 1024,
+        "proj_out_dim": 128,
+        "positive_in_denominator": False,
+    }
     assert method.projector.out_dim == 128
     with pytest.raises(ConfigError, match="no parameter.*tau.*temperature"):
         build_method(_config("simclr", params={"tau": 0.5}))
@@ -65,6 +70,23 @@ def test_autoencoder_reconstructs_input_size_and_has_no_skips():
     assert method.reconstruct(x).shape == x.shape
     first_block = method.decoder.blocks[0]
     assert first_block.conv1[0].in_channels == method.feature_dim  # deepest stage only, no skip channels
+
+
+def test_authors_hyper_parameters_where_the_paper_is_silent():
+    """τ 0.07 for the MoCo family, NT-Xent without the positive in the denominator, autoencoder smooth-L1 + Adam."""
+    from sslzoo.pretext.registry import get_method
+
+    for name in ("moco", "densecl", "detco"):
+        assert get_method(name).default_params["temperature"] == 0.07
+    assert get_method("simclr").default_params["positive_in_denominator"] is False
+    method = build_method(_config("autoencoder"))
+    assert method.params["loss"] == "smooth_l1"
+    optimizer = method.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == method.config.lr
+    sgd = build_method(_config("autoencoder", params={"optimizer": "sgd", "loss": "mse"})).configure_optimizers()
+    assert isinstance(sgd, torch.optim.SGD)
+    with pytest.raises(ConfigError, match="autoencoder"):
+        build_method(_config("autoencoder", params={"optimizer": "adamw"}))
 
 
 @pytest.mark.parametrize(
@@ -128,6 +150,12 @@ def test_table_ii_rows_for_resnet50():
     assert rows["moco"].delta_theta_m > 23.5  # counts the key encoder (ResNet-50: 23.5 M)
     assert rows["simclr"].paper_delta_theta_m == 2.2
     assert "temperature=0.1" in rows["simclr"].psi
+    # ψ as the paper counts it, DetCo with the published heads beside the paper's +946.5 M
+    from sslzoo.pretext.table import PAPER_PSI
+
+    assert {name: rows[name].psi_count for name in PAPER_PSI} == PAPER_PSI
+    assert rows["detco"].paper_delta_theta_m == 946.5
+    assert rows["detco"].delta_theta_m == pytest.approx(946.5, rel=0.001)
     text = format_table(list(rows.values()), markdown=True)
     assert text.splitlines()[0].startswith("| method |") and "| simclr |" in text
 

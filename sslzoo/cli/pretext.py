@@ -62,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--input-size", type=int, default=256, help="crop size in pixels (default 256)")
+    p.add_argument(
+        "--resize-to",
+        type=int,
+        help="squeeze whole images to N x N before tiling (as finetune --input-size; the authors use 256 for "
+        "ISIC); default: native size, tiled",
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", required=True, help="output folder (weights, config, checkpoints, logs)")
@@ -121,6 +127,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             dataset=dataset,
             input_size=args.input_size,
+            resize_to=args.resize_to,
             batch_size=args.batch_size,
             lr=args.lr,
             max_epochs=args.epochs,

@@ -165,7 +165,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Linear CKA (unbiased HSIC, averaged over fixed-size minibatches; the last partial batch is dropped) "
             "between stage k of encoder A and stage k of encoder B on the images of a dataset. Stages follow "
-            "Table III: Conv1 = stem (conv1+bn+relu), Conv2..Conv4 = ResNet layer1..layer3. Encoders are "
+            "Table III and the authors' code: Conv1..Conv4 = ResNet layer1..layer4 (0 = the stem). Encoders are "
             "'random', 'imagenet' or an exported encoder folder."
         ),
     )
@@ -176,9 +176,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stages",
         type=int,
         nargs="+",
-        choices=[1, 2, 3, 4, 5],
+        choices=[0, 1, 2, 3, 4],
         default=[1, 2, 3, 4],
-        help="encoder stages: 1 = Conv1 (stem) .. 4 = Conv4 (layer3), 5 = layer4 (default 1 2 3 4)",
+        help="encoder stages: 1 = Conv1 (layer1) .. 4 = Conv4 (layer4), 0 = the stem (default 1 2 3 4)",
     )
     compare.set_defaults(handler=compare_encoders)
 

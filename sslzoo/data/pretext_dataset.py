@@ -46,8 +46,11 @@ class TwoViewDataset(Dataset):
     1000x1000 MoNuSeg image gives 16 items, a 256x256 ISIC image 1.
 
     ``images`` are file paths (decoded lazily with :func:`sslzoo.data.io.read_image`) or ``uint8``
-    arrays. With ``cache=True`` each process (the main one and every DataLoader worker) keeps
-    its own decoded copy; the cache is dropped when the dataset is pickled for a worker.
+    arrays. ``resize_to``: every whole image is first squeezed to ``resize_to x resize_to`` (area
+    interpolation, aspect not kept), as ``finetune(input_size=...)`` does, so pretraining and fine-tuning
+    see one scale (the authors resize both to 256); with ``resize_to == size`` each image is one item.
+    With ``cache=True`` each process (the main one and every DataLoader worker) keeps its own decoded
+    (and resized) copy; the cache is dropped when the dataset is pickled for a worker.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class TwoViewDataset(Dataset):
         transform: Callable[[np.ndarray], ViewPair],
         size: int = 256,
         cache: bool = True,
+        resize_to: int | None = None,
     ) -> None:
         if len(images) == 0:
             raise DataError("no images to pretrain on; check the dataset folder or the image list")
@@ -65,9 +69,12 @@ class TwoViewDataset(Dataset):
         self.transform = transform
         self.size = size
         self.cache = cache
+        if resize_to is not None and resize_to < 1:
+            raise DataError(f"resize_to must be a positive size in pixels, got {resize_to}")
+        self.resize_to = resize_to
         self.tiles: list[tuple[int, Tile]] = []
         for index, source in enumerate(self.sources):
-            height, width = image_shape(source)
+            height, width = (resize_to, resize_to) if resize_to else image_shape(source)
             self.tiles.extend((index, tile) for tile in tile_grid(height, width, size, overlap=0))
         self._cache: dict[int, np.ndarray] = {}
         self._cache_pid = os.getpid()
@@ -79,15 +86,22 @@ class TwoViewDataset(Dataset):
         """Decoded ``uint8`` RGB image ``index`` (from the per-process cache when enabled)."""
         source = self.sources[index]
         if isinstance(source, np.ndarray):
-            return source
+            return self._resized(source)
         if not self.cache:
-            return read_image(source)
+            return self._resized(read_image(source))
         if self._cache_pid != os.getpid():  # forked worker: start its own cache
             self._cache, self._cache_pid = {}, os.getpid()
         image = self._cache.get(index)
         if image is None:
-            image = self._cache[index] = read_image(source)
+            image = self._cache[index] = self._resized(read_image(source))
         return image
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        if not self.resize_to or image.shape[:2] == (self.resize_to, self.resize_to):
+            return image
+        import cv2
+
+        return cv2.resize(image, (self.resize_to, self.resize_to), interpolation=cv2.INTER_AREA)
 
     def tile(self, item: int) -> np.ndarray:
         """A writable copy of the ``size x size`` ``uint8`` region of item ``item``, before augmentation."""

@@ -2,7 +2,8 @@
 
 Built on albumentations 2.0.8 (OpenCV kernels on ``uint8`` HWC arrays). Two view pipelines:
 
-* the paper's MoNuSeg list (CONTRACTS.md section 5), used for H&E and other nuclei data;
+* the authors' MoNuSeg list (their ``ssl_monuseg.yaml``), used for H&E and other nuclei data, with an
+  optional H&E stain jitter (:class:`HEStainJitter`);
 * the MoCo v2 / DenseCL list, used for dermoscopy (ISIC 2017) and users' own folders.
 
 Colour factors are multiplicative as in torchvision's ``ColorJitter`` (albumentations'
@@ -27,36 +28,72 @@ from sslzoo.data.io import to_rgb_uint8
 from sslzoo.errors import ConfigError
 from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
-#: Datasets whose pretraining uses the paper's MoNuSeg augmentation list.
+#: Datasets whose pretraining uses the authors' MoNuSeg augmentation list.
 PAPER_LIST_DATASETS = ("monuseg", "dsb2018")
 #: Datasets whose pretraining uses the MoCo v2 / DenseCL augmentation list.
 MOCOV2_LIST_DATASETS = ("isic2017", "folder")
 
 
-def _jitter(p: float, brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0)) -> A.ColorJitter:
-    """One colour factor drawn from a range (the others fixed at 1, hue 0), applied with probability p."""
-    return A.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=(0.0, 0.0), p=p)
+class HEStainJitter(A.ImageOnlyTransform):
+    """H&E stain variation (Tellez et al. 2018): jitter each stain channel in HED optical-density space.
 
-
-def monuseg_view_augmentation(size: int = 256) -> A.Compose:
-    """The paper's MoNuSeg view augmentation (Sec. IV-B), each step independent.
-
-    RandomResizedCrop scale [0.2, 1] (p=1) → brightness [0.4, 1.6] (p=.8) → contrast [0.2, 1.8]
-    (p=.8) → saturation [0.2, 1.8] (p=.8) → brightness [0.8, 1.2] (p=.8) → Gaussian blur
-    sigma [0.1, 2] (p=.8) → horizontal flip (p=.5) → vertical flip (p=.5).
+    ``skimage.color.rgb2hed`` separates haematoxylin, eosin and DAB; each channel ``c`` becomes
+    ``c * a + b`` with ``a ~ U(1 - sigma, 1 + sigma)`` and ``b ~ U(-sigma, sigma) * std(c)`` drawn per image
+    and channel; ``hed2rgb`` maps back (values clipped to [0, 1], returned as ``uint8``; the round trip
+    is not exact for saturated pixels). ``sigma`` 0 is the identity. Not in the authors' configuration: an
+    option (``monuseg_view_augmentation(stain=...)``, ``PretextConfig.stain_jitter``).
     """
-    return A.Compose(
-        [
-            A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0), p=1.0),
-            _jitter(0.8, brightness=(0.4, 1.6)),
-            _jitter(0.8, contrast=(0.2, 1.8)),
-            _jitter(0.8, saturation=(0.2, 1.8)),
-            _jitter(0.8, brightness=(0.8, 1.2)),
-            A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, 2.0), p=0.8),
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-        ]
-    )
+
+    def __init__(self, sigma: float = 0.05, p: float = 0.5) -> None:
+        super().__init__(p=p)
+        if not 0.0 <= sigma < 1.0:
+            raise ConfigError(f"stain jitter sigma must lie in [0, 1), got {sigma}")
+        self.sigma = float(sigma)
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict:
+        draw = self.py_random.uniform
+        return {
+            "alpha": [draw(1.0 - self.sigma, 1.0 + self.sigma) for _ in range(3)],
+            "beta": [draw(-self.sigma, self.sigma) for _ in range(3)],
+        }
+
+    def apply(
+        self, img: np.ndarray, alpha: Sequence[float] = (1.0,) * 3, beta: Sequence[float] = (0.0,) * 3, **params
+    ) -> np.ndarray:
+        from skimage.color import hed2rgb, rgb2hed
+
+        if self.sigma == 0.0:  # the HED round trip is lossy near saturated pixels: identity means identity
+            return img
+        hed = rgb2hed(to_rgb_uint8(img))
+        scale = hed.reshape(-1, 3).std(axis=0)
+        hed = hed * np.asarray(alpha) + np.asarray(beta) * scale
+        return (np.clip(hed2rgb(hed), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("sigma",)
+
+
+def monuseg_view_augmentation(size: int = 256, stain: float = 0.0) -> A.Compose:
+    """The authors' MoNuSeg view augmentation (``ssl_monuseg.yaml`` of lrettenberger/ssl_image_seg).
+
+    RandomResizedCrop scale [0.2, 1], ratio (1, 1) (p=1) → ONE joint ColorJitter(brightness 0.6,
+    contrast 0.8, saturation 0.8, hue 0.2) (p=.8) → [``stain > 0``: H&E stain jitter
+    (:class:`HEStainJitter`, sigma ``stain``, p=.5)] → Gaussian blur sigma [0.1, 2] (p=.5) → vertical
+    flip (p=.5) → horizontal flip (p=.5). The paper's text lists the colour factors as separate steps
+    with a second "brightness [0.8, 1.2]"; in the authors' configuration that is hue 0.2 of one jitter.
+    """
+    steps: list = [
+        A.RandomResizedCrop(size=(size, size), scale=(0.2, 1.0), ratio=(1.0, 1.0), p=1.0),
+        A.ColorJitter(brightness=0.6, contrast=0.8, saturation=0.8, hue=0.2, p=0.8),
+    ]
+    if stain > 0:
+        steps.append(HEStainJitter(sigma=stain, p=0.5))
+    steps += [
+        A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, 2.0), p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.HorizontalFlip(p=0.5),
+    ]
+    return A.Compose(steps)
 
 
 def mocov2_view_augmentation(size: int = 256) -> A.Compose:
@@ -76,10 +113,13 @@ def mocov2_view_augmentation(size: int = 256) -> A.Compose:
     )
 
 
-def view_augmentation(dataset: str, size: int = 256) -> A.Compose:
-    """The view augmentation for ``dataset``: monuseg/dsb2018 → paper list; isic2017/folder → MoCo v2."""
+def view_augmentation(dataset: str, size: int = 256, stain: float = 0.0) -> A.Compose:
+    """The view augmentation for ``dataset``: monuseg/dsb2018 → the authors' MoNuSeg list (``stain``: optional
+    H&E stain jitter); isic2017/folder → MoCo v2."""
     if dataset in PAPER_LIST_DATASETS:
-        return monuseg_view_augmentation(size)
+        return monuseg_view_augmentation(size, stain)
+    if stain > 0:
+        raise ConfigError(f"H&E stain jitter is for H&E data (monuseg, dsb2018), not {dataset!r}")
     if dataset in MOCOV2_LIST_DATASETS:
         return mocov2_view_augmentation(size)
     known = ", ".join(PAPER_LIST_DATASETS + MOCOV2_LIST_DATASETS)
@@ -124,9 +164,9 @@ class TwoViews:
         return f"TwoViews({self.augmentation!r})"
 
 
-def two_view_transform(dataset: str, size: int = 256) -> TwoViews:
+def two_view_transform(dataset: str, size: int = 256, stain: float = 0.0) -> TwoViews:
     """:class:`TwoViews` over :func:`view_augmentation` for ``dataset`` with ImageNet normalisation."""
-    return TwoViews(view_augmentation(dataset, size))
+    return TwoViews(view_augmentation(dataset, size, stain))
 
 
 def downstream_transform(

@@ -12,9 +12,14 @@ The split rules (the same for every method, rate and seed, so runs compare):
    ``tile_grid(H, W, tile_size, overlap=0)`` (an ISIC 256x256 image is one tile; a MoNuSeg
    1000x1000 image 16). Tile id = ``<image id>@<y>_<x>``. ``tiles_per_image`` keeps that many
    tiles per image, evenly spread over the grid (a cap for CPU configurations).
-3. **Validation tiles**: ``train_val_split(tile ids, val_fraction, seed)``.
-4. **Annotation-rate subset**: ``rate_subset(remaining tile ids, rate, seed)`` — nested over rates
-   for one seed (CONTRACTS.md section 4).
+3. **Annotation-rate subset** (the labelled tiles of the run): ``rate_subset(all tile ids, rate,
+   seed)`` — nested over rates for one seed (CONTRACTS.md section 4).
+4. **Validation tiles**: ``train_val_split(rate subset, val_fraction, seed)`` — drawn from INSIDE
+   the labelled rate subset (at least one tile when the subset holds two or more), as the authors'
+   data module does (``init_val_dataset``: 20 % of the labelled samples, at least one); the rest of
+   the subset trains. A 1 % run thus validates on its own few labels, not on a larger pool, and
+   validation scales with the rate. A subset of a single tile trains on it without validation
+   (the training loss is then monitored).
 
 Only the chosen tiles are read into memory (:class:`TileSet`); instance targets are the
 per-object distance map (``distance_map_target``) of the whole image, cropped to each tile.
@@ -74,7 +79,7 @@ def split_train_eval(index: DatasetIndex, eval_split: str | None = None) -> Trai
                 f"eval_split {eval_split!r} is the training split; leave it unset for the default rule "
                 "(test/val split, else a fixed 20 % hold-out of the training images) or name another split"
             )
-        chosen = eval_split
+        chosen: str | None = eval_split
     else:
         chosen = next((name for name in EVAL_SPLITS if name in splits), None)
     if chosen is not None and chosen != train_split:
@@ -119,22 +124,33 @@ def image_tiles(height: int, width: int, tile_size: int, tiles_per_image: int | 
 
 @dataclass(frozen=True)
 class TileSelection:
-    """Tile ids of one run: ``train`` (the rate subset, in draw order), ``val`` and all candidates."""
+    """Tile ids of one run: ``labelled`` (the rate subset, in draw order), split into ``train`` (in draw
+    order) and ``val`` (sorted); ``all_ids``: every candidate tile."""
 
     train: list[str]
     val: list[str]
     all_ids: list[str]
+    labelled: list[str]
 
 
-def select_tiles(all_ids: Sequence[str], rate: float, seed: int, val_fraction: float) -> TileSelection:
-    """Carve validation tiles (``train_val_split``), then draw the rate subset (``rate_subset``) of the rest."""
-    if len(all_ids) < 2 and val_fraction > 0:
-        raise DataError(
-            f"only {len(all_ids)} training tile(s); need at least 2 for a validation tile "
-            "(add images, lower --tile-size, or set val_fraction 0)"
-        )
-    remaining, val = train_val_split(list(all_ids), val_fraction, seed)
-    return TileSelection(rate_subset(remaining, rate, seed), val, sorted(all_ids))
+#: default share of the labelled rate subset held out for validation (authors: ``val_to_train_ratio`` 0.2)
+VAL_FRACTION = 0.2
+
+
+def select_tiles(all_ids: Sequence[str], rate: float, seed: int, val_fraction: float = VAL_FRACTION) -> TileSelection:
+    """Draw the rate subset (``rate_subset``), then carve its validation tiles (``train_val_split``).
+
+    ``val`` holds ``max(1, round(val_fraction * n))`` of the ``n`` labelled tiles (none when
+    ``val_fraction`` is 0 or ``n == 1``); ``train`` the other labelled tiles, in draw order.
+    """
+    labelled = rate_subset(list(all_ids), rate, seed)
+    if val_fraction > 0 and len(labelled) >= 2:
+        _, val = train_val_split(labelled, val_fraction, seed)
+    else:
+        val = []
+    held = set(val)
+    train = [tid for tid in labelled if tid not in held]
+    return TileSelection(train, val, sorted(all_ids), labelled)
 
 
 class TileSet(Dataset):
@@ -228,7 +244,7 @@ def seed_worker_transform(worker_id: int) -> None:
 
     info = get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
+    if info is not None and transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(info.seed % 2**32)
 
 

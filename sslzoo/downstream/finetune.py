@@ -5,13 +5,17 @@ Steps:
 
 1. data (:mod:`sslzoo.downstream.data`): training tiles, validation tiles, the nested
    annotation-rate subset, and the fixed evaluation images;
-2. model: ``build_unet(init, backbone, task, frozen)``; loss = Dice loss on logits (semantic,
+2. model: ``build_unet(init, backbone, task, frozen, frozen_bn, decoder_channels)`` (decoder widths
+   512..32 as the authors; a frozen encoder keeps batch norm in train mode unless ``frozen_bn="eval"``);
+   loss = Dice loss on logits (semantic,
    ``smp.losses.DiceLoss("binary")``) or smooth-L1 on the per-object distance map (instance);
-   Adam (lr 1e-3, paper), ``ReduceLROnPlateau`` (factor 0.1, patience ``max(1, patience // 2)``)
-   and early stopping (``patience`` epochs) on the validation loss; the weights of the best
+   Adam (lr 1e-3, paper), ``ReduceLROnPlateau`` (factor 0.5, patience ``max(1, patience // 2)``, min lr
+   1e-5; the authors' 0.5 / 20 / 1e-5 with the default ``patience`` 40) and early stopping (``patience``
+   epochs, authors 40, at most 200 epochs) on the validation loss; the weights of the best
    validation epoch are kept (the last ones without validation tiles);
-3. instance only: watershed parameters tuned (``tune_watershed``, AJI+) on predictions for the
-   TRAINING tiles of the run — never on the scored images;
+3. instance only: ``watershed="fixed"`` (default) uses the authors' fixed post-processing
+   (``FIXED_WATERSHED``), the same for every method; ``"tuned"`` tunes the parameters
+   (``tune_watershed``, AJI+) on predictions for the TRAINING tiles of the run — never on the scored images;
 4. the :class:`~sslzoo.models.segmenter.Segmenter` is saved to ``out_dir`` and run on the full
    evaluation images (tiled); ``evaluate_pairs`` scores it against the original labels.
 
@@ -62,6 +66,9 @@ PRIMARY_METRIC: dict[str, str] = {"semantic": "dice", "instance": "aji_plus"}
 CHECKPOINT_INTERVAL = datetime.timedelta(minutes=5)
 #: at most this many training tiles are used to tune the watershed (evenly spread over the subset)
 MAX_TUNING_TILES = 64
+#: ReduceLROnPlateau of fine-tuning (authors' ds_*.yaml: factor 0.5, patience 20, min_lr 1e-5)
+LR_FACTOR = 0.5
+MIN_LR = 1e-5
 #: config fields that do not change the result (ignored when matching a stored result.json)
 _RUNTIME_FIELDS = {"workers"}
 
@@ -75,10 +82,16 @@ class FinetuneConfig(BaseModel):
     dataset: str | None = Field(None, description="dataset kind passed to open_dataset (None: detected)")
     rate: float = Field(1.0, description="annotation rate: share of the training tiles used, in (0, 1]")
     frozen: bool = False
+    frozen_bn: Literal["train", "eval"] = Field(
+        "train", description="batch norm of a frozen encoder: train mode (authors) or eval mode (fixed statistics)"
+    )
+    decoder_channels: tuple[int, int, int, int, int] = Field(
+        (512, 256, 128, 64, 32), description="U-Net decoder widths (authors' decoder_filters; smp: 256..16)"
+    )
     seed: int = 0
-    epochs: int = 50
+    epochs: int = Field(200, description="maximum epochs (authors: 200, with early stopping)")
     max_steps: int | None = Field(None, description="when set, bounds training instead of epochs")
-    batch_size: int = 8
+    batch_size: int = Field(4, description="tiles per step (authors: 4)")
     lr: float = 1e-3
     tile_size: int = 256
     tiles_per_image: int | None = Field(None, description="keep at most this many tiles per image (CPU configs)")
@@ -87,9 +100,14 @@ class FinetuneConfig(BaseModel):
         description="semantic only: squeeze every whole image to input_size x input_size (aspect not kept) for "
         "training, and at inference (the mask is resized back); None: native resolution, tiled",
     )
-    val_fraction: float = 0.1
-    patience: int = 10
+    val_fraction: float = Field(0.2, description="share of the labelled rate subset held out for validation")
+    patience: int = Field(
+        40, description="early-stopping patience in epochs (authors: 40); the learning rate halves after patience // 2"
+    )
     eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
+    watershed: Literal["fixed", "tuned"] = Field(
+        "fixed", description="instance: the authors' fixed watershed setting, or tuned on the run's training tiles"
+    )
     workers: int = 2
 
     @model_validator(mode="after")
@@ -176,7 +194,7 @@ class SegmentationModule(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=0.1, patience=max(1, self.patience // 2)
+            optimizer, mode="min", factor=LR_FACTOR, patience=max(1, self.patience // 2), min_lr=MIN_LR
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
@@ -377,7 +395,9 @@ def finetune(
         ckpt_path = str(last)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen)
+    model, encoder_config = build_unet(
+        config.init, config.backbone, task, config.frozen, config.frozen_bn, config.decoder_channels
+    )
     prepared = prepare_data(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
         config.tiles_per_image, config.eval_split, progress, config.input_size,
@@ -424,7 +444,7 @@ def finetune(
         log_every_n_steps=1,
     )
     with warnings.catch_warnings():
-        if config.frozen:  # intended: a frozen encoder keeps its batch-norm statistics (eval mode)
+        if config.frozen and config.frozen_bn == "eval":  # intended: fixed batch-norm statistics (eval mode)
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         if val_loader is None:  # intended: val_fraction 0 means no validation tiles
             warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")
@@ -462,10 +482,14 @@ def finetune(
         training=training_record,
     )
     segmenter = Segmenter(module.model.cpu(), segmenter_config).to(device)
-    if task == "instance":
+    if task == "instance" and config.watershed == "tuned":
         params, tuned = tune_instance_postprocessing(segmenter, prepared.train)
         segmenter.config.watershed = params
         segmenter.config.training["watershed_train_aji_plus"] = round(tuned, 6)
+    elif task == "instance":
+        from sslzoo.downstream.watershed import FIXED_WATERSHED
+
+        segmenter.config.watershed = FIXED_WATERSHED.model_copy()
     evaluation = evaluate_segmenter(segmenter, index, prepared.split.eval, progress)
     segmenter.config.metrics = dict(evaluation.mean)
 

@@ -11,8 +11,16 @@ recovered by a seeded watershed on the negated, smoothed distance map:
 4. ``labels = watershed(-d, seeds, mask=F)``;
 5. objects smaller than ``min_size`` pixels are removed; ids are made contiguous 1..N.
 
-The parameters are chosen on training data only (``tune_watershed``), never on the
-evaluated images.
+Options of the authors' post-processing (``DLIP/utils/post_processing/distmap2inst.py``):
+``fill_holes`` fills holes of ``F`` before step 4; ``area_median_factors = (lo, hi)`` keeps
+only objects with ``lo * median < area < hi * median`` (median over the objects of the image)
+after step 5. :data:`FIXED_WATERSHED` is the authors' fixed setting (sigma 1, foreground 0.09,
+seeds 0.4, hole filling, area filter 0.05-10 x median), used for study comparisons so that
+post-processing is the same for every method (``finetune(watershed="fixed")``); the authors'
+optional splitting of objects larger than 1.4 x median is not implemented (docs/fidelity.md).
+
+Otherwise (``watershed="tuned"``) the parameters are chosen on training data only
+(``tune_watershed``), never on the evaluated images.
 """
 
 from __future__ import annotations
@@ -37,6 +45,24 @@ class WatershedParams(BaseModel):
     seed_threshold: float = Field(0.5, gt=0.0, le=1.0, description="seeds: components above this value")
     h: float | None = Field(None, gt=0.0, description="use h-maxima seeds of this height instead")
     min_size: int = Field(10, ge=0, description="objects smaller than this (pixels) are removed")
+    fill_holes: bool = Field(False, description="fill holes of the foreground mask before the watershed")
+    area_median_factors: tuple[float, float] | None = Field(
+        None, description="(lo, hi): keep objects with lo * median area < area < hi * median area"
+    )
+
+
+#: the authors' fixed post-processing (configs ds_monuseg.yaml: th_cell 0.09, th_seed 0.4, sigma_cell 1,
+#: do_fill_holes, valid_area_median_factors [0.05, 10]); the same for every method of a study
+FIXED_WATERSHED = WatershedParams(
+    sigma=1.0,
+    foreground_threshold=0.09,
+    seed_threshold=0.4,
+    min_size=0,
+    fill_holes=True,
+    area_median_factors=(0.05, 10.0),
+)
+#: how fine-tuning sets the watershed parameters: the fixed setting, or tuned on the run's training tiles
+WATERSHED_MODES: tuple[str, ...] = ("fixed", "tuned")
 
 
 def distance_to_instances(distance: np.ndarray, params: WatershedParams | None = None) -> np.ndarray:
@@ -47,14 +73,22 @@ def distance_to_instances(distance: np.ndarray, params: WatershedParams | None =
         raise DataError(f"distance map must be 2-D (H, W), got shape {distance.shape}")
     smooth = ndi.gaussian_filter(distance, params.sigma) if params.sigma > 0 else distance
     foreground = smooth > params.foreground_threshold
+    if params.fill_holes:
+        foreground = ndi.binary_fill_holes(foreground)
     if not foreground.any():
         return np.zeros(distance.shape, np.int32)
     if params.h is not None:
         seeds, _ = ndi.label(h_maxima(smooth, params.h) & foreground)
     else:
         seeds, _ = ndi.label(smooth > max(params.seed_threshold, params.foreground_threshold))
-    labels = watershed(-smooth, seeds, mask=foreground)
-    return remove_small_and_relabel(labels, params.min_size)
+    labels = remove_small_and_relabel(watershed(-smooth, seeds, mask=foreground), params.min_size)
+    if params.area_median_factors is not None and labels.max() > 0:
+        areas = np.bincount(labels.ravel())[1:]
+        lo, hi = params.area_median_factors
+        median = float(np.median(areas))
+        drop = np.flatnonzero((areas <= lo * median) | (areas >= hi * median)) + 1
+        labels = remove_small_and_relabel(np.where(np.isin(labels, drop), 0, labels), 1)
+    return labels
 
 
 def remove_small_and_relabel(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -70,20 +70,27 @@ def encoder_gradcam(
     Explains :class:`ForegroundLogitTarget` (``channel``, ``threshold``) at ``target_layer`` (default: the
     encoder's last stage). The model runs in eval mode; its train/eval mode is restored and the hooks of
     pytorch-grad-cam are removed afterwards.
+
+    Frozen encoders (``requires_grad=False``, the paper's Fig. 5 setting) work: the pass runs under
+    ``torch.enable_grad()`` on a copy of ``images`` that requires grad, so the target layer's activations
+    are part of the autograd graph whatever the parameters' flags. No parameter flag is changed and frozen
+    parameters receive no ``.grad``; the trainability of the model is the same afterwards.
     """
     from pytorch_grad_cam import GradCAM
 
     if images.ndim != 4:
         raise DataError(f"Grad-CAM expects a batch of images (B, C, H, W), got shape {tuple(images.shape)}")
     layer = target_layer if target_layer is not None else default_target_layer(model)
-    was_training = model.training
+    modes = [(module, module.training) for module in model.modules()]
     maps = None
+    inputs = images.detach().clone().requires_grad_(True)  # the graph reaches frozen layers through the input
     try:
-        with GradCAM(model=model, target_layers=[layer]) as cam:
+        with torch.enable_grad(), GradCAM(model=model, target_layers=[layer]) as cam:
             targets = [ForegroundLogitTarget(channel, threshold) for _ in range(images.shape[0])]
-            maps = cam(input_tensor=images, targets=targets)
+            maps = cam(input_tensor=inputs, targets=targets)
     finally:
-        model.train(was_training)
+        for module, mode in modes:  # per module: a frozen encoder may sit in another mode than its parent
+            module.training = mode
     if maps is None:  # pytorch-grad-cam's context manager swallows IndexError (and prints it)
         raise DataError("Grad-CAM failed: the target layer produced no activations or gradients for this input")
     return np.asarray(maps, dtype=np.float32)
@@ -120,7 +127,7 @@ def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np
     from sslzoo.data.io import to_rgb_uint8
 
     rgb = to_rgb_uint8(np.asarray(image))
-    heat = np.asarray(cam, dtype=np.float32)
+    heat: np.ndarray = np.asarray(cam, dtype=np.float32)
     if heat.ndim != 2:
         raise DataError(f"a CAM is one 2-D map, got shape {heat.shape}")
     if not 0.0 <= image_weight <= 1.0:

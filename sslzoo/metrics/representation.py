@@ -5,17 +5,27 @@ fixed-size minibatches as in Nguyen, Raghu & Kornblith (2021), "Do wide and deep
 things?". Features are flattened per sample; the kernel is linear (``K = X Xᵀ``).
 
 **Stage mapping** (Table III of the paper, "Conv1..Conv4"). An smp ResNet encoder returns
-``[x, stage1, ..., stage5]``; we follow He et al.'s ResNet naming (conv1, conv2_x, ..., conv5_x):
+``[x, stem, layer1, ..., layer4]``. The authors' code (``DLIP/utils/evaluation/calculate_cka.py`` over the
+``backbone`` list of ``DLIP/models/zoo/encoder/resnet_encoder.py``: ``[stem, maxpool+layer1, layer2, layer3,
+layer4]``) measures ``backbone.1`` .. ``backbone.4``, i.e. the four residual stages; the stem is not a Table III
+column. Stage k is therefore ResNet ``layer<k>``:
 
 ==========  =========  ===========================================  ==================
 Table III   stage k    module (torchvision / smp name)              stride (256 input)
 ==========  =========  ===========================================  ==================
-Conv1       1          ``conv1`` + ``bn1`` + ``relu`` (the stem)    2 (128x128)
-Conv2       2          ``layer1`` (conv2_x; after the max-pool)     4 (64x64)
-Conv3       3          ``layer2`` (conv3_x)                         8 (32x32)
-Conv4       4          ``layer3`` (conv4_x)                         16 (16x16)
-(Conv5)     5          ``layer4`` (conv5_x, the last stage)         32 (8x8)
+(stem)      0          ``conv1`` + ``bn1`` + ``relu``               2 (128x128)
+Conv1       1          ``layer1`` (conv2_x; after the max-pool)     4 (64x64)
+Conv2       2          ``layer2`` (conv3_x)                         8 (32x32)
+Conv3       3          ``layer3`` (conv4_x)                         16 (16x16)
+Conv4       4          ``layer4`` (conv5_x, the last stage)         32 (8x8)
 ==========  =========  ===========================================  ==================
+
+We compare the OUTPUT of each stage (one CKA per stage); the authors average the CKA of every sub-module
+inside the stage (torch_cka hooks on all ``backbone.k.*`` modules, biased HSIC, per batch). See
+docs/fidelity.md.
+
+**Table III** (:func:`reference_stage_cka`): every method's encoder against ONE reference, the encoder of a
+network trained supervised on the whole dataset (random init, not frozen, rate 1.0), stages 1..4.
 
 **NQC** (nearest-neighbour quality): global-average-pooled last stage, PCA to 10 dimensions fitted on the
 evaluated set, Euclidean nearest neighbour excluding the sample itself, share of samples whose nearest neighbour
@@ -38,8 +48,10 @@ from torch import nn
 from sslzoo.errors import ConfigError, DataError
 
 #: Encoder stage index -> (name of the module whose output is that stage, Table III label).
-STAGE_MODULES: dict[int, str] = {1: "relu", 2: "layer1", 3: "layer2", 4: "layer3", 5: "layer4"}
-STAGE_LABELS: dict[int, str] = {1: "Conv1", 2: "Conv2", 3: "Conv3", 4: "Conv4", 5: "Conv5"}
+STAGE_MODULES: dict[int, str] = {0: "relu", 1: "layer1", 2: "layer2", 3: "layer3", 4: "layer4"}
+STAGE_LABELS: dict[int, str] = {0: "Stem", 1: "Conv1", 2: "Conv2", 3: "Conv3", 4: "Conv4"}
+#: the stages of Table III (Conv1..Conv4 = layer1..layer4)
+TABLE_III_STAGES: tuple[int, ...] = (1, 2, 3, 4)
 
 #: Columns of the feature matrix multiplied at once when building a Gram matrix (bounds float32 rounding).
 _GRAM_CHUNK = 1 << 16
@@ -185,7 +197,7 @@ class _EnoughStages(Exception):
 
 
 def stage_module(encoder: nn.Module, stage: int) -> nn.Module:
-    """The sub-module whose output is encoder stage ``stage`` (1..5, see the module docstring)."""
+    """The sub-module whose output is encoder stage ``stage`` (0 = stem, 1..4 = layer1..layer4; module docstring)."""
     if stage not in STAGE_MODULES:
         raise ConfigError(f"unknown encoder stage {stage}; choose from {sorted(STAGE_MODULES)}")
     module = getattr(encoder, STAGE_MODULES[stage], None)
@@ -250,7 +262,7 @@ def encoder_stage_cka(
     encoder_a: nn.Module,
     encoder_b: nn.Module,
     images_loader: Iterable[Any],
-    stages: Sequence[int] = (1, 2, 3, 4),
+    stages: Sequence[int] = TABLE_III_STAGES,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> dict[int, float]:
@@ -291,6 +303,32 @@ def encoder_stage_cka(
     if not accumulators:
         raise DataError("the image loader yielded no batches; check the dataset path and split")
     return {stage: accumulators[stage].compute() for stage in sorted(accumulators)}
+
+
+def reference_stage_cka(
+    encoders: Mapping[str, nn.Module],
+    reference: nn.Module,
+    images_loader: Iterable[Any],
+    stages: Sequence[int] = TABLE_III_STAGES,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, dict[int, float]]:
+    """Table III: ``{name: {stage: CKA(encoders[name] stage k, reference stage k)}}`` for every encoder.
+
+    ``reference`` is ONE network for all methods: the encoder of a U-Net trained supervised on the whole
+    dataset (random init, encoder not frozen, annotation rate 1.0); ``encoders`` are the methods' pretrained
+    encoders. Every comparison uses the same images (``images_loader`` must be re-iterable: a list or a
+    DataLoader) and :func:`encoder_stage_cka` (minibatch linear CKA, unbiased HSIC). Use :func:`stage_means`
+    on each value for the table row (Conv1..Conv4 and their mean).
+    """
+    if not encoders:
+        raise ConfigError("pass at least one encoder to compare with the reference")
+    if iter(images_loader) is images_loader:
+        raise ConfigError("images_loader is a one-shot iterator; pass a list or a DataLoader (it is read per encoder)")
+    out: dict[str, dict[int, float]] = {}
+    for name, encoder in encoders.items():
+        out[name] = encoder_stage_cka(encoder, reference, images_loader, stages, batch_size, progress)
+    return out
 
 
 def embed_images(encoder: nn.Module, loader: Iterable[Any], progress: bool = False) -> np.ndarray:

@@ -148,3 +148,20 @@ def rqc_from_histories(
     }
     ratios = rqc({method: float(point.time_s or 0.0) for method, point in points.items()})
     return {method: RQCEntry(method=method, rqc=ratios[method], point=points[method]) for method in points}
+
+
+def mean_rqc_over_datasets(per_dataset: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Table II's RQC: per method, the mean of its RQC over the datasets it was measured on.
+
+    ``per_dataset`` is ``{dataset: {method: RQC}}`` (e.g. from :func:`rqc_from_histories` per dataset);
+    the paper reports one RQC per method, averaged over MoNuSeg and ISIC 2017.
+    """
+    values: dict[str, list[float]] = {}
+    for ratios in per_dataset.values():
+        for method, value in ratios.items():
+            if not (math.isfinite(value) and value > 0):
+                raise DataError(f"RQC of {method!r} must be a positive number, got {value}")
+            values.setdefault(method, []).append(float(value))
+    if not values:
+        raise DataError("no RQC values to average; pass {dataset: {method: RQC}}")
+    return {method: float(np.mean(v)) for method, v in sorted(values.items())}

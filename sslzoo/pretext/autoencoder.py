@@ -2,7 +2,9 @@
 
 The decoder sees only the last encoder stage (stride 32) and upsamples it through
 five smp ``UnetDecoderBlock`` s (no skip inputs) to full resolution, followed by a
-3x3 convolution to RGB. Loss: MSE between the reconstruction and the input view.
+3x3 convolution to RGB. Loss: smooth-L1 between the reconstruction and the input view, optimiser
+Adam (lr = ``PretextConfig.lr``, cosine annealing) as in the authors' UnetAE (cfg_unet_ae.yaml:
+SmoothL1Loss, Adam); ``loss=mse`` / ``optimizer=sgd`` give the shared SGD setup with MSE.
 Δθ = the decoder.
 """
 
@@ -43,10 +45,15 @@ class Autoencoder(PretextMethod):
     """Reconstruct each view from the stride-32 features (MSE); both views form one batch."""
 
     name: ClassVar[str] = "autoencoder"
-    default_params: ClassVar[dict[str, Any]] = {"decoder_channels": [256, 128, 64, 32, 16]}
-    psi: ClassVar[list[str]] = ["decoder_channels"]
+    default_params: ClassVar[dict[str, Any]] = {
+        "decoder_channels": [256, 128, 64, 32, 16],
+        "loss": "smooth_l1",
+        "optimizer": "adam",
+    }
+    psi: ClassVar[list[str]] = ["decoder_channels", "loss", "optimizer"]
+    paper_psi: ClassVar[list[str]] = []
     batch_note: ClassVar[str] = "none (per-sample loss)"
-    notes: ClassVar[str] = "U-Net without skip connections; MSE reconstruction of the input view"
+    notes: ClassVar[str] = "U-Net without skip connections; smooth-L1 reconstruction of the input view, Adam"
 
     def __init__(self, config: PretextConfig):
         super().__init__(config)
@@ -56,6 +63,13 @@ class Autoencoder(PretextMethod):
 
             raise ConfigError(f"decoder_channels needs 5 widths (stride 32 -> 1), got {channels}")
         self.decoder = SkiplessUnetDecoder(self.feature_dim, channels)
+        if self.params["loss"] not in ("smooth_l1", "mse") or self.params["optimizer"] not in ("adam", "sgd"):
+            from sslzoo.errors import ConfigError
+
+            raise ConfigError(
+                f"autoencoder: loss must be smooth_l1 or mse and optimizer adam or sgd, got "
+                f"{self.params['loss']!r} / {self.params['optimizer']!r}"
+            )
 
     def extra_modules(self) -> dict[str, nn.Module]:
         return {"decoder": self.decoder}
@@ -69,5 +83,12 @@ class Autoencoder(PretextMethod):
 
     def training_loss(self, view1: Tensor, view2: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         images = torch.cat([view1, view2], dim=0)
-        loss = reconstruction_loss(self.reconstruct(images), images)
-        return loss, {"mse": loss.detach()}
+        loss = reconstruction_loss(self.reconstruct(images), images, str(self.params["loss"]))
+        return loss, {str(self.params["loss"]): loss.detach()}
+
+    def configure_optimizers(self) -> Any:
+        """Adam(lr) with the shared cosine annealing (the authors' UnetAE), or the shared SGD setup."""
+        if self.params["optimizer"] == "sgd":
+            return super().configure_optimizers()
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.config.lr)
+        return self.with_cosine_schedule(optimizer)

@@ -29,6 +29,7 @@ class BarlowTwins(PretextMethod):
         "proj_layers": 3,
     }
     psi: ClassVar[list[str]] = ["lambd", "proj_hidden_dim", "proj_out_dim", "proj_layers"]
+    paper_psi: ClassVar[list[str]] = ["lambd"]
     batch_note: ClassVar[str] = "batch statistics: needs batches >> 1 for a stable correlation matrix"
     notes: ClassVar[str] = "cross-correlation to identity; 3-layer projector"
 

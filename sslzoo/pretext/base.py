@@ -40,6 +40,11 @@ class PretextConfig(BaseModel):
     max_epochs: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)
     seed: int = 0
+    #: H&E stain jitter sigma added to the MoNuSeg view list (``HEStainJitter``; 0: off, the authors' list).
+    stain_jitter: float = Field(0.0, ge=0, lt=1)
+    #: Squeeze every whole image to resize_to x resize_to before tiling (None: native size), as
+    #: ``finetune --input-size`` does; the authors resize to 256 for pretraining and fine-tuning.
+    resize_to: int | None = Field(None, ge=16)
     #: Known at fit time (set by :func:`sslzoo.pretext.train.pretrain`): queues are never longer than this.
     samples_per_epoch: int | None = Field(None, ge=1)
     #: Method hyper-parameters (ψ of Table II); missing keys take the method's ``default_params``.
@@ -90,6 +95,8 @@ class PretextMethod(pl.LightningModule):
     default_params: ClassVar[dict[str, Any]] = {}
     #: Names of the method hyper-parameters ψ reported in Table II (keys of ``default_params``).
     psi: ClassVar[list[str]] = []
+    #: The method hyper-parameters the paper's Table II counts as ψ (its count is the paper's ψ column).
+    paper_psi: ClassVar[list[str]] = []
     batch_note: ClassVar[str] = ""
     notes: ClassVar[str] = ""
 
@@ -122,7 +129,8 @@ class PretextMethod(pl.LightningModule):
     @property
     def feature_dim(self) -> int:
         """Channels of the last encoder stage (2048 for resnet50, 512 for resnet18)."""
-        return int(self.encoder.out_channels[-1])
+        channels: Any = self.encoder.out_channels
+        return int(channels[-1])
 
     def embed(self, images: Tensor) -> Tensor:
         """Global-average-pooled last encoder stage, shape ``(N, feature_dim)``."""
@@ -149,7 +157,9 @@ class PretextMethod(pl.LightningModule):
         """
         if self._trainer is None or self.trainer.world_size <= 1:
             return tensor
-        return self.all_gather(tensor, sync_grads=sync_grads).flatten(0, 1)
+        gathered = self.all_gather(tensor, sync_grads=sync_grads)
+        assert isinstance(gathered, Tensor)
+        return gathered.flatten(0, 1)
 
     def extra_parameter_count(self) -> int:
         """Δθ: number of parameters (trainable or not) in :meth:`extra_modules`."""
@@ -203,6 +213,10 @@ class PretextMethod(pl.LightningModule):
         optimizer = torch.optim.SGD(
             trainable, lr=self.config.lr, momentum=self.config.momentum, weight_decay=self.config.weight_decay
         )
+        return self.with_cosine_schedule(optimizer)
+
+    def with_cosine_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
+        """``optimizer`` with cosine annealing to 0 over all optimiser steps (per step), when they are known."""
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
         if not total or math.isinf(total):
             return optimizer

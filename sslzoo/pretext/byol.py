@@ -31,6 +31,7 @@ class BYOL(PretextMethod):
         "pred_hidden_dim": 4096,
     }
     psi: ClassVar[list[str]] = ["tau_base", "proj_hidden_dim", "proj_out_dim", "pred_hidden_dim"]
+    paper_psi: ClassVar[list[str]] = ["tau_base"]
     batch_note: ClassVar[str] = "no negatives; BatchNorm in the heads needs batches > 1"
     notes: ClassVar[str] = "EMA target (tau 0.996->1 cosine); symmetric normalised MSE"
 

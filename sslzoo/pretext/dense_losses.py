@@ -123,11 +123,13 @@ def jigsaw_patches(images: Tensor, grid: int = 3, patch_size: int | None = None)
 
 
 class LocalProjectionHead(nn.Module):
-    """DetCo local head (PIRL-style): per-patch linear → concatenate the patches → MLP.
+    """DetCo local head: (optional per-patch linear) → concatenate the patches → MLP.
 
     ``forward`` takes the pooled features of the patches of each image, (N, P, C) with P patches, and
     returns one local representation per image, (N, out_dim), not normalised:
-    ``mlp(concat_p(W_patch · f_p))``.
+    ``mlp(concat_p(W_patch · f_p))`` (PIRL-style, ``patch_dim > 0``) or ``mlp(concat_p(f_p))``
+    (``patch_dim = 0``: DetCo as published, MLP ``P·C → hidden → out``). ``hidden_dim = 0``: the
+    MLP's input width (the published ``9C → 9C → 128``).
     """
 
     def __init__(
@@ -135,9 +137,11 @@ class LocalProjectionHead(nn.Module):
     ):
         super().__init__()
         self.num_patches = num_patches
-        self.patch_projection = nn.Linear(in_channels, patch_dim)
+        self.patch_projection: nn.Module = nn.Linear(in_channels, patch_dim) if patch_dim > 0 else nn.Identity()
+        width = num_patches * (patch_dim if patch_dim > 0 else in_channels)
+        hidden_dim = hidden_dim or width
         self.mlp = nn.Sequential(
-            nn.Linear(num_patches * patch_dim, hidden_dim),
+            nn.Linear(width, hidden_dim),
             nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, out_dim),
         )

@@ -1,7 +1,7 @@
 """DenseCL (Wang et al., "Dense Contrastive Learning for Self-Supervised Visual Pre-Training", CVPR 2021).
 
 MoCo v2 (:class:`sslzoo.pretext.moco.MoCo`: momentum key encoder m = 0.999, MLP head, queue,
-τ = 0.2) plus a dense branch:
+τ = 0.07 as in the authors' dense_cl.py) plus a dense branch:
 
 - a 1x1-conv MLP on the last stage gives an S×S grid of 128-d vectors per view;
 - location i of view 1 is paired with the location j of view 2 whose *backbone* feature is the most
@@ -39,6 +39,7 @@ class DenseCL(MoCo):
         "grid_size": 0,  # 0: the native grid of the last stage (input/32); S > 0: adaptive pooling to S×S
     }
     psi: ClassVar[list[str]] = [*MoCo.psi, "dense_weight", "grid_size"]
+    paper_psi: ClassVar[list[str]] = [*MoCo.paper_psi, "dense_weight"]
     batch_note: ClassVar[str] = "small batch OK: negatives come from two queues (global, dense; K <= samples per epoch)"
     notes: ClassVar[str] = "MoCo v2 + 1x1-conv dense head; positives by backbone-feature correspondence"
 

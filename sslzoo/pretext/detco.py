@@ -1,15 +1,20 @@
 """DetCo (Xie et al., "DetCo: Unsupervised Contrastive Learning for Object Detection", ICCV 2021).
 
-MoCo v2 with multi-level supervision and global↔local contrast. DetCo's pretraining code was never
-released; the design chosen here, its weights and its costs are written down in ``docs/detco.md``.
+MoCo v2 with multi-level supervision and global↔local contrast. DetCo's own pretraining code was never
+released; the heads follow the paper's authors' re-implementation (lrettenberger/ssl_image_seg,
+``detco_resnet.py``); the remaining choices and their costs are written down in ``docs/detco.md``.
 
 At each ResNet stage s ∈ {2, 3, 4, 5} (smp encoder outputs 2..5):
 
-- global representation: the stage's pooled feature map → MLP ``C_s → 2048 → 128``;
+- global representation: the stage's pooled feature map → MLP ``C_s → C_s → 128``;
 - local representation: the view cut into its 3x3 jigsaw tiles
   (:func:`~sslzoo.pretext.dense_losses.jigsaw_patches`), each tile encoded on its own, pooled,
-  projected to 128-d, the 9 projections concatenated → MLP ``1152 → 2048 → 128``;
-- three InfoNCE terms (τ = 0.2), each against its own queue:
+  the 9 pooled features concatenated → MLP ``9·C_s → 9·C_s → 128``.
+  These are the published heads (the authors' ``detco_resnet.py``; Δθ ≈ 947 M for ResNet-50, the
+  paper's Table II +946.5 M). ``head_hidden_dim=2048, patch_dim=128`` gives the compact variant
+  (global ``C_s → 2048 → 128``; per-tile ``Linear(C_s → 128)``, concatenated → ``1152 → 2048 → 128``;
+  Δθ 63.3 M);
+- three InfoNCE terms (τ = 0.07, the authors'), each against its own queue:
   global↔global, local↔local, local→global (local query, global key and global queue);
 - loss ``Σ_s w_s (L_gg + L_ll + L_lg)`` with ``w = (0.1, 0.4, 0.7, 1.0)`` for stages 2..5.
 
@@ -45,22 +50,31 @@ class DetCo(PretextMethod):
     default_params: ClassVar[dict[str, Any]] = {
         "momentum": 0.999,  # of the key (momentum) encoder; the optimiser's momentum is PretextConfig.momentum
         "queue_size": 65536,
-        "temperature": 0.2,
-        "head_hidden_dim": 2048,
+        "temperature": 0.07,
+        "head_hidden_dim": 0,  # 0: each head's input width (published: C -> C -> 128, 9C -> 9C -> 128)
         "head_out_dim": 128,
-        "patch_dim": 128,  # per-tile projection before the 9 tiles are concatenated
+        "patch_dim": 0,  # 0: tiles concatenated as pooled (published); D > 0: per-tile Linear(C -> D) first
         "grid": 3,  # jigsaw grid: grid x grid tiles per view
         "patch_size": 0,  # 0: tiles keep their size (input // grid); P > 0: tiles resized to P x P
         "stage_weights": [0.1, 0.4, 0.7, 1.0],  # w_s for stages 2, 3, 4, 5
     }
-    psi: ClassVar[list[str]] = ["momentum", "queue_size", "temperature", "stage_weights", "grid"]
+    psi: ClassVar[list[str]] = [
+        "momentum",
+        "queue_size",
+        "temperature",
+        "stage_weights",
+        "grid",
+        "head_hidden_dim",
+        "patch_dim",
+    ]
+    paper_psi: ClassVar[list[str]] = ["momentum", "queue_size"]
     batch_note: ClassVar[str] = (
         "small batch OK: negatives from 8 queues (K <= samples per epoch); each view is also encoded as "
         "grid² tiles (9x the images per forward)"
     )
     notes: ClassVar[str] = (
-        "no official pretraining code: stages 2-5, global+local(3x3 jigsaw) heads, g-g, l-l, l-g InfoNCE "
-        "(docs/detco.md)"
+        "stages 2-5, published heads (global C-C-128, local 9C-9C-128 on 3x3 jigsaw tiles), g-g, l-l, l-g "
+        "InfoNCE (docs/detco.md)"
     )
 
     def __init__(self, config: PretextConfig):
@@ -70,17 +84,18 @@ class DetCo(PretextMethod):
         if int(p["grid"]) < 1:
             raise ConfigError(f"detco: grid must be >= 1, got {p['grid']}")
         hidden, out = int(p["head_hidden_dim"]), int(p["head_out_dim"])
-        channels = [int(self.encoder.out_channels[s]) for s in STAGES]
-        self.global_heads = nn.ModuleList(ProjectionMLP(c, hidden, out, batch_norm=False) for c in channels)
+        out_channels: Any = self.encoder.out_channels
+        channels = [int(out_channels[s]) for s in STAGES]
+        self.global_heads = nn.ModuleList(ProjectionMLP(c, hidden or c, out, batch_norm=False) for c in channels)
         self.local_heads = nn.ModuleList(
             LocalProjectionHead(c, int(p["grid"]) ** 2, int(p["patch_dim"]), hidden, out) for c in channels
         )
         self.key_encoder = momentum_copy(self.encoder)
-        self.key_global_heads = momentum_copy(self.global_heads)
-        self.key_local_heads = momentum_copy(self.local_heads)
+        self.key_global_heads: nn.ModuleList = momentum_copy(self.global_heads)
+        self.key_local_heads: nn.ModuleList = momentum_copy(self.local_heads)
         self.queue_size = clamp_queue_size(int(p["queue_size"]), config.samples_per_epoch)
-        self.global_queues = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)
-        self.local_queues = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)
+        self.global_queues: list[FeatureQueue] = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)  # type: ignore[assignment]
+        self.local_queues: list[FeatureQueue] = nn.ModuleList(FeatureQueue(self.queue_size, out) for _ in STAGES)  # type: ignore[assignment]
 
     @staticmethod
     def _check_stage_weights(value: Any) -> list[float]:
@@ -143,7 +158,7 @@ class DetCo(PretextMethod):
                 self.local_queues[i].features().clone(),
                 temperature,
             )
-            stage_loss = sum(terms.values())
+            stage_loss: Tensor = sum(terms.values(), view1.new_zeros(()))
             loss = loss + self.stage_weights[i] * stage_loss
             logged[f"stage{stage}"] = stage_loss.detach()
             for term, value in terms.items():

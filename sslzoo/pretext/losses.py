@@ -1,13 +1,16 @@
 """Pretext losses (pure functions on embeddings, plus thin ``nn.Module`` wrappers).
 
 - NT-Xent (SimCLR): for 2N embeddings ``z`` (L2-normalised), sim = z zᵀ / τ with the
-  diagonal removed; loss = mean over all 2N anchors of ``-log softmax(sim)[i, pos(i)]``,
-  pos(i) the other view of the same image.
+  diagonal removed; loss = mean over all 2N anchors of
+  ``-log(exp(sim[i, pos(i)]) / Σ_{j ∉ {i, pos(i)}} exp(sim[i, j]))`` — the authors' variant
+  (``NTXentLossBiased`` of their ``ntxent_loss.py``: the positive is NOT in the denominator);
+  ``positive_in_denominator=True`` gives SimCLR's original ``-log softmax(sim)[i, pos(i)]``.
+  pos(i) is the other view of the same image.
 - InfoNCE with a queue (MoCo): logits = ``[q·k₊, q·Q₁ … q·Q_K] / τ``, target index 0.
 - BYOL normalised MSE: ``‖p/‖p‖ − z/‖z‖‖² = 2 − 2 cos(p, z)``, mean over the batch.
 - Barlow Twins: standardise each feature over the batch, C = z₁ᵀ z₂ / N;
   loss = Σᵢ (1 − Cᵢᵢ)² + λ Σ_{i≠j} Cᵢⱼ².
-- Reconstruction (autoencoder): mean squared error.
+- Reconstruction (autoencoder): smooth-L1 (the authors' ``SmoothL1Loss``) or mean squared error.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
-    """NT-Xent of SimCLR on two batches of embeddings ``(N, D)`` (normalised here)."""
+def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1, positive_in_denominator: bool = False) -> Tensor:
+    """NT-Xent of SimCLR on two batches of embeddings ``(N, D)`` (normalised here); see the module docstring."""
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"expected two (N, D) tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
@@ -26,7 +29,12 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1) -> Tensor:
     sim = z @ z.t() / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(sim, positives)
+    if positive_in_denominator:
+        return F.cross_entropy(sim, positives)
+    rows = torch.arange(2 * n, device=z.device)
+    positive = sim[rows, positives]
+    negatives = sim.index_put((rows, positives), torch.tensor(float("-inf"), device=z.device, dtype=sim.dtype))
+    return (torch.logsumexp(negatives, dim=1) - positive).mean()
 
 
 def info_nce_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
@@ -61,20 +69,25 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambd: float = 5e-3) -> tuple[Tens
     return invariance + lambd * redundancy, invariance, redundancy
 
 
-def reconstruction_loss(reconstruction: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error between a reconstruction and its target image."""
-    return F.mse_loss(reconstruction, target)
+def reconstruction_loss(reconstruction: Tensor, target: Tensor, kind: str = "smooth_l1") -> Tensor:
+    """Smooth-L1 (``kind="smooth_l1"``, β = 1, the authors') or mean squared error (``"mse"``), mean over pixels."""
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(reconstruction, target)
+    if kind == "mse":
+        return F.mse_loss(reconstruction, target)
+    raise ValueError(f"unknown reconstruction loss {kind!r}; choose smooth_l1 or mse")
 
 
 class NTXentLoss(nn.Module):
     """:func:`nt_xent_loss` with a fixed temperature (default 0.1, the paper's SimCLR setting)."""
 
-    def __init__(self, temperature: float = 0.1):
+    def __init__(self, temperature: float = 0.1, positive_in_denominator: bool = False):
         super().__init__()
         self.temperature = temperature
+        self.positive_in_denominator = positive_in_denominator
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return nt_xent_loss(z1, z2, self.temperature)
+        return nt_xent_loss(z1, z2, self.temperature, self.positive_in_denominator)
 
 
 class BarlowTwinsLoss(nn.Module):

@@ -1,7 +1,8 @@
 """MoCo v2 (Chen et al. 2020): InfoNCE of a query against its key and a queue of past keys.
 
 ψ: key-encoder momentum m = 0.999, queue length K = 65536 clamped to the samples
-seen per epoch (CONTRACTS.md sec. 5; the clamp is logged), temperature τ = 0.2,
+seen per epoch (CONTRACTS.md sec. 5; the clamp is logged), temperature τ = 0.07 (the authors'
+``softmax_temperature`` of moco_v2.py; MoCo v2's paper uses 0.2),
 MLP head ``feature_dim -> 2048 -> 128`` (Linear-ReLU-Linear, MoCo v2). Δθ counts
 both heads and the key encoder (the queue is a buffer, not parameters).
 Shuffle-BN is not used; on several GPUs keys are all-gathered before queueing.
@@ -29,11 +30,12 @@ class MoCo(PretextMethod):
     default_params: ClassVar[dict[str, Any]] = {
         "momentum": 0.999,
         "queue_size": 65536,
-        "temperature": 0.2,
+        "temperature": 0.07,
         "head_hidden_dim": 2048,
         "head_out_dim": 128,
     }
     psi: ClassVar[list[str]] = ["momentum", "queue_size", "temperature", "head_hidden_dim", "head_out_dim"]
+    paper_psi: ClassVar[list[str]] = ["momentum", "queue_size"]
     batch_note: ClassVar[str] = "small batch OK: negatives come from the queue (K <= samples per epoch)"
     notes: ClassVar[str] = "v2: momentum key encoder, FIFO queue, MLP head, InfoNCE"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 
-def momentum_copy(module: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def momentum_copy(module: ModuleT) -> ModuleT:
     """A frozen deep copy of ``module`` (no gradients), to be updated by :func:`ema_update`."""
     target = copy.deepcopy(module)
     for p in target.parameters():
@@ -55,6 +59,10 @@ def clamp_queue_size(requested: int, samples_per_epoch: int | None) -> int:
 
 
 class FeatureQueue(nn.Module):
+    keys: Tensor
+    pointer: Tensor
+    filled: Tensor
+
     """FIFO queue of ``size`` L2-normalised keys of dimension ``dim`` (buffers, so checkpointed).
 
     As in MoCo it starts filled with random unit vectors, so the first steps already

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from sslzoo.pretext.registry import BASELINES, get_method, method_names
 
-#: Δθ in millions for ResNet-50 as printed in the paper's Table II (DetCo is not listed there).
+#: Δθ in millions for ResNet-50 as printed in the paper's Table II.
 PAPER_DELTA_THETA_M: dict[str, float] = {
     "autoencoder": 11.0,
     "simclr": 2.2,
@@ -19,6 +19,20 @@ PAPER_DELTA_THETA_M: dict[str, float] = {
     "moco": 32.4,
     "barlowtwins": 12.6,
     "densecl": 41.4,
+    "detco": 946.5,
+}
+#: ψ of the paper's Table II: the number of method hyper-parameters it counts (1/1/1/2/3/2 for SimCLR, BYOL,
+#: Barlow Twins, MoCo, DenseCL, DetCo; the autoencoder has none). Which parameters they are is our reading
+#: (``paper_psi`` of each method class): SimCLR τ; BYOL τ_base; Barlow Twins λ; MoCo m, K; DenseCL m, K, λ;
+#: DetCo m, K.
+PAPER_PSI: dict[str, int] = {
+    "autoencoder": 0,
+    "simclr": 1,
+    "byol": 1,
+    "barlowtwins": 1,
+    "moco": 2,
+    "densecl": 3,
+    "detco": 2,
 }
 
 
@@ -26,6 +40,8 @@ class MethodRow(BaseModel):
     """One row of Table II."""
 
     method: str
+    psi_count: int | None = None
+    paper_psi: str = "-"
     psi: str
     delta_theta_m: float
     paper_delta_theta_m: float | None = None
@@ -45,6 +61,8 @@ def method_row(name: str, backbone: str = "resnet50") -> MethodRow:
     psi = ", ".join(f"{key}={module.params[key]}" for key in cls.psi)
     return MethodRow(
         method=name,
+        psi_count=len(cls.paper_psi),
+        paper_psi=", ".join(cls.paper_psi) or "-",
         psi=psi,
         delta_theta_m=round(module.extra_parameter_count() / 1e6, 2),
         paper_delta_theta_m=PAPER_DELTA_THETA_M.get(name) if backbone == "resnet50" else None,
@@ -78,7 +96,9 @@ def method_table(backbone: str = "resnet50", include_baselines: bool = True) -> 
 
 COLUMNS = (
     ("method", "method"),
-    ("psi", "ψ (defaults)"),
+    ("psi_count", "ψ"),
+    ("paper_psi", "ψ counted (paper)"),
+    ("psi", "hyper-parameters (defaults)"),
     ("delta_theta_m", "Δθ [M]"),
     ("paper_delta_theta_m", "paper Δθ R50 [M]"),
     ("batch", "batch assumption"),

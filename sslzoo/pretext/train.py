@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -37,8 +37,16 @@ def guess_dataset(data: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------- data
-def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int, skip_splits: Sequence[str] = ()) -> Dataset:
-    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``."""
+def two_view_dataset(
+    data: str | Path | Dataset,
+    dataset: str,
+    size: int,
+    skip_splits: Sequence[str] = (),
+    stain: float = 0.0,
+    resize_to: int | None = None,
+) -> Dataset:
+    """Two-view dataset over the unlabelled images of ``data`` (a folder, or a ready Dataset), minus ``skip_splits``;
+    ``stain``: H&E stain jitter sigma of the MoNuSeg list (0: off)."""
     from sslzoo.data.datasets import unlabelled_images
     from sslzoo.data.pretext_dataset import TwoViewDataset
     from sslzoo.data.transforms import two_view_transform
@@ -48,11 +56,11 @@ def two_view_dataset(data: str | Path | Dataset, dataset: str, size: int, skip_s
     path = Path(data)
     if not path.exists():
         raise DataError(f"{path}: no such folder; pass --data a folder of unlabelled images")
-    transform = two_view_transform(dataset, size)
+    transform = two_view_transform(dataset, size, stain)
     images = unlabelled_images(path, dataset, skip_splits)
     if len(images) == 0:
         raise DataError(f"{path}: no images found for dataset {dataset!r}; check --data and --dataset")
-    return TwoViewDataset(images, transform, size)
+    return TwoViewDataset(images, transform, size, resize_to=resize_to)
 
 
 # ---------------------------------------------------------------------------- callbacks
@@ -125,7 +133,9 @@ def pretrain(
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = two_view_dataset(data, config.dataset, config.input_size, skip_splits)
+    dataset: Any = two_view_dataset(
+        data, config.dataset, config.input_size, skip_splits, config.stain_jitter, config.resize_to
+    )
     if len(dataset) < config.batch_size:
         raise ConfigError(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
@@ -159,9 +169,9 @@ def pretrain(
     trainer = pl.Trainer(
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
-        devices=devices,
+        devices=cast(Any, devices),
         accelerator=accelerator,
-        precision=precision,
+        precision=cast(Any, precision),
         strategy=strategy,
         default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"),

@@ -74,15 +74,18 @@ class FinetuneSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(50, ge=1)
+    epochs: int = Field(200, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1)
     lr: float = Field(1e-3, gt=0)
     tile_size: int = Field(256, ge=32)
     tiles_per_image: int | None = Field(None, ge=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
-    patience: int = Field(10, ge=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    frozen_bn: Literal["train", "eval"] = "train"
+    decoder_channels: tuple[int, int, int, int, int] = (512, 256, 128, 64, 32)
+    patience: int = Field(40, ge=1)
     eval_split: str | None = None
+    watershed: Literal["fixed", "tuned"] = "fixed"
     workers: int = Field(2, ge=0)
 
 

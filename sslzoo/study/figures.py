@@ -6,7 +6,7 @@ Per dataset, R(m) is the reference run of method m (rate 1.0, encoder fine-tuned
 for ``random`` the init that ``build_unet`` draws after ``seed_everything(s)``, for ``imagenet`` the download.
 
 - ``figures/cka_<dataset>.png`` + ``cka.csv``: minibatch linear CKA (:func:`encoder_stage_cka`) of stages
-  Conv1..Conv4 between E(m) and R(m)'s encoder after fine-tuning, on tiles of the held-out images
+  Conv1..Conv4 (layer1..layer4) between E(m) and R(m)'s encoder after fine-tuning, on tiles of the held-out images
   (``segmenter.json`` ``training.eval_ids``) cut as the segmenter saw them in training. 1 = stage unchanged.
 - ``figures/neighbours_<dataset>.png``: NQC (:func:`nqc`) of every E(m) on one view per image with a class label
   (MoNuSeg: organ, ISIC 2017: diagnosis) and its Fig. 4 grid (:func:`plot_neighbours`), same queries for all.
