@@ -95,6 +95,14 @@ INITS: Final[tuple[Init, ...]] = get_args(Init)
 NAMED_DATASETS: Final[tuple[NamedDataset, ...]] = get_args(NamedDataset)
 DATASET_KINDS: Final[tuple[DatasetKind, ...]] = get_args(DatasetKind)
 TASKS: Final[tuple[Task, ...]] = get_args(Task)
+
+#: Protocol options of fine-tuning (issue 12): a frozen encoder's batch norm mode while training
+#: ("train": batch statistics, as the authors; "eval": fixed running statistics), and how the
+#: instance watershed gets its parameters ("fixed": the authors' setting; "tuned": on the run's tiles).
+FrozenBN = Literal["train", "eval"]
+FROZEN_BN_MODES: Final[tuple[FrozenBN, ...]] = get_args(FrozenBN)
+WatershedMode = Literal["fixed", "tuned"]
+WATERSHED_MODES: Final[tuple[WatershedMode, ...]] = get_args(WatershedMode)
 BACKBONES: Final[tuple[Backbone, ...]] = get_args(Backbone)
 ZOO_KINDS: Final[tuple[ZooKind, ...]] = get_args(ZooKind)
 MODEL_ALIASES: Final[tuple[ModelAlias, ...]] = get_args(ModelAlias)

@@ -6,7 +6,7 @@ import argparse
 
 from sslzoo.cli.common import add_trainer_arguments
 from sslzoo.errors import ConfigError
-from sslzoo.vocabulary import BACKBONES, DATASET_KINDS, TASKS
+from sslzoo.vocabulary import BACKBONES, DATASET_KINDS, FROZEN_BN_MODES, TASKS, WATERSHED_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--frozen", action="store_true", help="keep the encoder frozen (train the decoder only)")
     p.add_argument(
         "--frozen-bn",
-        choices=("train", "eval"),
+        choices=FROZEN_BN_MODES,
         default="train",
         help="batch norm of a --frozen encoder: train (default, as the authors: batch statistics, running "
         "statistics updated) or eval (running statistics fixed)",
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--watershed",
-        choices=("fixed", "tuned"),
+        choices=WATERSHED_MODES,
         default="fixed",
         help="instance: the authors' fixed post-processing (default; sigma 1, foreground 0.09, seeds 0.4, hole "
         "filling, area 0.05-10 x median) or parameters tuned on the run's training tiles",

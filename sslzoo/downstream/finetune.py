@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader
 
 from sslzoo.downstream.data import seed_worker_transform
 from sslzoo.errors import ConfigError
-from sslzoo.vocabulary import Task
+from sslzoo.vocabulary import FrozenBN, Task, WatershedMode
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class FinetuneConfig(BaseModel):
     dataset: str | None = Field(None, description="dataset kind passed to open_dataset (None: detected)")
     rate: float = Field(1.0, description="annotation rate: share of the training tiles used, in (0, 1]")
     frozen: bool = False
-    frozen_bn: Literal["train", "eval"] = Field(
+    frozen_bn: FrozenBN = Field(
         "train", description="batch norm of a frozen encoder: train mode (authors) or eval mode (fixed statistics)"
     )
     decoder_channels: tuple[int, int, int, int, int] = Field(
@@ -105,7 +105,7 @@ class FinetuneConfig(BaseModel):
         40, description="early-stopping patience in epochs (authors: 40); the learning rate halves after patience // 2"
     )
     eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
-    watershed: Literal["fixed", "tuned"] = Field(
+    watershed: WatershedMode = Field(
         "fixed", description="instance: the authors' fixed watershed setting, or tuned on the run's training tiles"
     )
     workers: int = 2

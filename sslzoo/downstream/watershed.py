@@ -62,7 +62,6 @@ FIXED_WATERSHED = WatershedParams(
     area_median_factors=(0.05, 10.0),
 )
 #: how fine-tuning sets the watershed parameters: the fixed setting, or tuned on the run's training tiles
-WATERSHED_MODES: tuple[str, ...] = ("fixed", "tuned")
 
 
 def distance_to_instances(distance: np.ndarray, params: WatershedParams | None = None) -> np.ndarray:

@@ -12,18 +12,14 @@ fixed, the encoder stays in eval mode).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import segmentation_models_pytorch as smp
 from torch import nn
 
 from sslzoo.errors import ConfigError
 from sslzoo.models.encoders import EncoderConfig, encoder_state_dict, load_encoder_state, resolve_encoder
-from sslzoo.vocabulary import Task
+from sslzoo.vocabulary import FROZEN_BN_MODES, FrozenBN, Task
 
-#: batch-norm mode of a frozen encoder while training: "train" (authors' default) or "eval"
-FrozenBN = Literal["train", "eval"]
-FROZEN_BN_MODES: tuple[str, ...] = get_args(FrozenBN)
 #: decoder widths: smp's default, and the authors' (``decoder_filters`` of their ds_*.yaml)
 SMP_DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
 AUTHORS_DECODER_CHANNELS: tuple[int, ...] = (512, 256, 128, 64, 32)

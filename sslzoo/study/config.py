@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslzoo.errors import ConfigError
-from sslzoo.vocabulary import BASELINES, DATASET_KINDS, METHODS, Task
+from sslzoo.vocabulary import BASELINES, DATASET_KINDS, METHODS, FrozenBN, Task, WatershedMode
 
 #: Methods the study knows (CONTRACTS.md section 1): baselines first, then the pretext methods in Table II order.
 BASELINE_METHODS: tuple[str, ...] = BASELINES
@@ -81,11 +81,11 @@ class FinetuneSettings(BaseModel):
     tile_size: int = Field(256, ge=32)
     tiles_per_image: int | None = Field(None, ge=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
-    frozen_bn: Literal["train", "eval"] = "train"
+    frozen_bn: FrozenBN = "train"
     decoder_channels: tuple[int, int, int, int, int] = (512, 256, 128, 64, 32)
     patience: int = Field(40, ge=1)
     eval_split: str | None = None
-    watershed: Literal["fixed", "tuned"] = "fixed"
+    watershed: WatershedMode = "fixed"
     workers: int = Field(2, ge=0)
 
 
