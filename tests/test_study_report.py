@@ -7,12 +7,8 @@ import math
 import pytest
 
 from sslzoo.errors import DataError
-from sslzoo.study.report import (
-    read_lightning_history,
-    record_pretrain_history,
-    rqc_rows,
-    write_report,
-)
+from sslzoo.study.history import read_lightning_history, record_pretrain_history, rqc_rows
+from sslzoo.study.report import write_report
 from sslzoo.study.results import record_run
 
 
@@ -72,7 +68,7 @@ def test_pretrain_history_and_rqc(tmp_path):
     out.mkdir()
     record_pretrain_history(out, "simclr", "d", tmp_path / "enc")
     record_pretrain_history(out, "simclr", "d", tmp_path / "enc")  # replaces, does not duplicate
-    from sslzoo.study.report import read_pretrain_history
+    from sslzoo.study.history import read_pretrain_history
 
     history = read_pretrain_history(out)
     assert len(history) == len(losses)

@@ -38,18 +38,20 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pydantic import BaseModel, Field, model_validator
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from sslzoo.downstream.data import seed_worker_transform
-from sslzoo.errors import ConfigError
+from sslzoo.errors import ConfigError, DataError
 from sslzoo.vocabulary import FrozenBN, Task, WatershedMode
 
 log = logging.getLogger(__name__)
@@ -190,7 +192,7 @@ class SegmentationModule(pl.LightningModule):
         loss = self.loss(self(images), targets)
         self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(images))
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -256,7 +258,8 @@ class BestWeights(pl.Callback):
         if value is None or not math.isfinite(float(value)) or float(value) >= self.best_score:
             return
         self.best_score, self.best_epoch = float(value), int(trainer.current_epoch)
-        self.state = {k: v.detach().to("cpu", copy=True) for k, v in module.model.state_dict().items()}
+        model = cast(torch.nn.Module, module.model)
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "state": self.state}
@@ -350,22 +353,45 @@ def finetune(
     Returns the stored result without training when ``out_dir/result.json`` holds one for the same
     configuration (``workers`` ignored). ``resume=True`` continues from ``out_dir/checkpoints/last.ckpt``.
     """
-    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-
     from sslzoo.data.datasets import open_dataset
-    from sslzoo.data.transforms import downstream_transform
-    from sslzoo.downstream.data import prepare_data
-    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
-    from sslzoo.models.unet import build_unet
 
     config = FinetuneConfig.model_validate(config.model_dump())  # re-check copies made with model_copy
     out = Path(out_dir)
     index = open_dataset(data, config.dataset)
-    task = config.task or index.task
+    config, task = _resolve_task(config, index)
+    stored = _stored_result(out, config)
+    if stored is not None:
+        return stored
+    ckpt_path = _resume_checkpoint(out, resume)
+
+    model, encoder_config, prepared = _model_and_data(config, index, task, progress)
+    train_loader, val_loader = _loaders(config, prepared, encoder_config.mean, encoder_config.std, accelerator)
+    monitor = "val/loss" if val_loader is not None else "train/loss"
+    module = SegmentationModule(model, task, config.lr, config.patience, monitor)
+    run = _trainer(config, out, monitor, val_loader is not None, accelerator, devices, precision, progress)
+    _fit(run, module, train_loader, val_loader, config, ckpt_path)
+    train_seconds = run.history.fit_seconds()
+    _keep_final_weights(run, module, out / CHECKPOINT_DIR / LAST_CHECKPOINT)
+
+    segmenter = _segmenter(config, module, encoder_config, index, prepared, run, train_seconds)
+    if task == "instance":
+        _set_watershed(segmenter, prepared, config.watershed)
+    evaluation = evaluate_segmenter(segmenter, index, prepared.split.eval, progress)
+    segmenter.config.metrics = dict(evaluation.mean)
+    result = _result(out, config, task, evaluation, len(prepared.train), run.history.rows, train_seconds)
+    if run.trainer.is_global_zero:
+        _save_outputs(out, segmenter, run.history.rows, evaluation, result)
+    return result
+
+
+def _resolve_task(config: FinetuneConfig, index: Any) -> tuple[FinetuneConfig, Task]:
+    """The task (requested, else the dataset's), checked against the masks and ``input_size``; the config with it."""
+    task: Task | None = config.task or index.task
     if index.task is None or task is None:
         from sslzoo.downstream.data import split_train_eval
 
         split_train_eval(index)  # raises the "no masks" DataError
+        raise DataError(f"{index.root}: no masks to fine-tune on")  # not reached: split_train_eval raised
     if config.task is not None and index.task is not None and config.task != index.task:
         raise ConfigError(
             f"{index.root}: holds {index.task} masks but task {config.task!r} was requested; "
@@ -376,23 +402,38 @@ def finetune(
             f"input_size (whole-image resizing) is for semantic segmentation only; {task} models work at the "
             "images' native resolution (object sizes and distances are in pixels): drop --input-size"
         )
-    config = config.model_copy(update={"task": task})
+    return config.model_copy(update={"task": task}), task
 
+
+def _stored_result(out: Path, config: FinetuneConfig) -> FinetuneResult | None:
+    """The ``result.json`` of ``out`` when it was made with ``config``; ConfigError when with another one."""
     stored = load_result(out)
-    if stored is not None:
-        if _matches(stored.config, config):
-            log.info("%s: result.json matches this configuration; not training again", out)
-            return stored.model_copy(update={"out_dir": out})
-        raise ConfigError(
-            f"{out} already holds a fine-tuning result for another configuration; choose another --out "
-            "(or delete that folder to train again)"
-        )
+    if stored is None:
+        return None
+    if _matches(stored.config, config):
+        log.info("%s: result.json matches this configuration; not training again", out)
+        return stored.model_copy(update={"out_dir": out})
+    raise ConfigError(
+        f"{out} already holds a fine-tuning result for another configuration; choose another --out "
+        "(or delete that folder to train again)"
+    )
+
+
+def _resume_checkpoint(out: Path, resume: bool) -> str | None:
+    """``out/checkpoints/last.ckpt`` to continue from (None: start fresh); ConfigError when one exists without
+    ``resume``."""
     last = out / CHECKPOINT_DIR / LAST_CHECKPOINT
-    ckpt_path = None
-    if last.is_file():
-        if not resume:
-            raise ConfigError(f"{out} holds an unfinished run ({last}); pass --resume to continue it or another --out")
-        ckpt_path = str(last)
+    if not last.is_file():
+        return None
+    if not resume:
+        raise ConfigError(f"{out} holds an unfinished run ({last}); pass --resume to continue it or another --out")
+    return str(last)
+
+
+def _model_and_data(config: FinetuneConfig, index: Any, task: Task, progress: bool) -> tuple[Any, Any, Any]:
+    """Seeded (``seed_everything(seed)``): the U-Net with its encoder config, then the tiles (``prepare_data``)."""
+    from sslzoo.downstream.data import prepare_data
+    from sslzoo.models.unet import build_unet
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model, encoder_config = build_unet(
@@ -402,7 +443,15 @@ def finetune(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
         config.tiles_per_image, config.eval_split, progress, config.input_size,
     )  # fmt: skip
-    mean, std = encoder_config.mean, encoder_config.std
+    return model, encoder_config, prepared
+
+
+def _loaders(
+    config: FinetuneConfig, prepared: Any, mean: Sequence[float], std: Sequence[float], accelerator: str
+) -> tuple[DataLoader, DataLoader | None]:
+    """Training loader (seeded augmentation, shuffled) and validation loader (None without validation tiles)."""
+    from sslzoo.data.transforms import downstream_transform
+
     augment = downstream_transform(True, config.tile_size, mean, std)
     augment.set_random_seed(config.seed)  # albumentations ignores global seeds (workers: seed_worker_transform)
     train_set = prepared.train.with_transform(augment)
@@ -418,8 +467,32 @@ def finetune(
     val_loader = None
     if val_set is not None:
         val_loader = _loader(val_set, config.batch_size, False, config.workers, config.seed, pin)
-    monitor = "val/loss" if val_loader is not None else "train/loss"
-    module = SegmentationModule(model, task, config.lr, config.patience, monitor)
+    return train_loader, val_loader
+
+
+@dataclass
+class _Training:
+    """The Lightning trainer of one run and the callbacks read after fitting."""
+
+    trainer: pl.Trainer
+    history: EpochHistory
+    best: BestWeights
+    checkpoint: Any  # ModelCheckpoint
+
+
+def _trainer(
+    config: FinetuneConfig,
+    out: Path,
+    monitor: str,
+    has_val: bool,
+    accelerator: str,
+    devices: int | str | Sequence[int],
+    precision: str | int | None,
+    progress: bool,
+) -> _Training:
+    """Trainer with early stopping on ``monitor``, the epoch history, the best weights and ``last.ckpt``."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
     history, best = EpochHistory(), BestWeights(monitor)
     checkpoint = ModelCheckpoint(
         dirpath=str(out / CHECKPOINT_DIR), save_top_k=0, save_last=True, train_time_interval=CHECKPOINT_INTERVAL
@@ -427,14 +500,14 @@ def finetune(
     # checked after validation only: a run that ends (max_steps) or resumes mid-epoch reaches the
     # train-epoch end before any val/loss of that epoch exists
     stopping = EarlyStopping(
-        monitor=monitor, mode="min", patience=config.patience, check_on_train_epoch_end=val_loader is None
+        monitor=monitor, mode="min", patience=config.patience, check_on_train_epoch_end=not has_val
     )
     trainer = pl.Trainer(
         max_epochs=config.epochs if config.max_steps is None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
         accelerator=accelerator,
-        devices=devices,
-        precision=precision,
+        devices=devices if isinstance(devices, int | str) else list(devices),
+        precision=cast(Any, precision),  # checked by Lightning
         default_root_dir=str(out),
         logger=False,
         callbacks=[stopping, history, best, checkpoint],
@@ -443,20 +516,48 @@ def finetune(
         num_sanity_val_steps=0,
         log_every_n_steps=1,
     )
+    return _Training(trainer, history, best, checkpoint)
+
+
+def _fit(
+    run: _Training,
+    module: SegmentationModule,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    config: FinetuneConfig,
+    ckpt_path: str | None,
+) -> None:
+    """``trainer.fit`` (from ``ckpt_path`` when resuming), without the warnings that are intended here."""
     with warnings.catch_warnings():
         if config.frozen and config.frozen_bn == "eval":  # intended: fixed batch-norm statistics (eval mode)
             warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
         if val_loader is None:  # intended: val_fraction 0 means no validation tiles
             warnings.filterwarnings("ignore", message=r".*no `val_dataloader`.*")
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
-    train_seconds = history.fit_seconds()
-    if getattr(checkpoint, "_last_global_step_saved", None) != trainer.global_step or not last.is_file():
-        trainer.save_checkpoint(str(last))  # so an interruption while tuning or scoring resumes without training
-    if best.state is not None:
-        module.model.load_state_dict(best.state)
+        run.trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
 
-    device = trainer.strategy.root_device
-    rows = history.rows
+
+def _keep_final_weights(run: _Training, module: SegmentationModule, last: Path) -> None:
+    """Save ``last`` for the final step (so an interruption while tuning or scoring resumes without training),
+    then load the best validation epoch's weights into the model (when there was one)."""
+    if getattr(run.checkpoint, "_last_global_step_saved", None) != run.trainer.global_step or not last.is_file():
+        run.trainer.save_checkpoint(str(last))
+    if run.best.state is not None:
+        module.model.load_state_dict(run.best.state)
+
+
+def _segmenter(
+    config: FinetuneConfig,
+    module: SegmentationModule,
+    encoder_config: Any,
+    index: Any,
+    prepared: Any,
+    run: _Training,
+    train_seconds: float,
+) -> Any:
+    """The trained :class:`~sslzoo.models.segmenter.Segmenter` on the training device, with its training record."""
+    from sslzoo.models.segmenter import Segmenter, SegmenterConfig
+
+    device = run.trainer.strategy.root_device
     training_record = {
         **config.model_dump(mode="json"),
         "data": str(index.root),
@@ -464,44 +565,58 @@ def finetune(
         "eval_ids": [s.id for s in prepared.split.eval],
         "n_train_tiles": len(prepared.train),
         "n_val_tiles": 0 if prepared.val is None else len(prepared.val),
-        "epochs_trained": len(rows),
-        "best_epoch": best.best_epoch,
-        "global_step": int(trainer.global_step),
+        "epochs_trained": len(run.history.rows),
+        "best_epoch": run.best.best_epoch,
+        "global_step": int(run.trainer.global_step),
         "train_seconds": round(train_seconds, 3),
     }
     segmenter_config = SegmenterConfig(
-        task=task,
+        task=config.task,
         backbone=encoder_config.backbone,
         init=config.init,
         method=encoder_config.method,
         dataset=index.kind,
-        mean=mean,
-        std=std,
+        mean=encoder_config.mean,
+        std=encoder_config.std,
         tile_size=config.tile_size,
         resize_to=config.input_size,
         training=training_record,
     )
-    segmenter = Segmenter(module.model.cpu(), segmenter_config).to(device)
-    if task == "instance" and config.watershed == "tuned":
-        params, tuned = tune_instance_postprocessing(segmenter, prepared.train)
-        segmenter.config.watershed = params
-        segmenter.config.training["watershed_train_aji_plus"] = round(tuned, 6)
-    elif task == "instance":
+    return Segmenter(module.model.cpu(), segmenter_config).to(device)
+
+
+def _set_watershed(segmenter: Any, prepared: Any, mode: WatershedMode) -> None:
+    """Instance: the authors' fixed watershed setting (``fixed``, the default, identical for every method), or
+    the parameters tuned on the run's TRAINING tiles (``tuned``) with their AJI+ in the record."""
+    if mode == "fixed":
         from sslzoo.downstream.watershed import FIXED_WATERSHED
 
         segmenter.config.watershed = FIXED_WATERSHED.model_copy()
-    evaluation = evaluate_segmenter(segmenter, index, prepared.split.eval, progress)
-    segmenter.config.metrics = dict(evaluation.mean)
+        return
+    params, tuned = tune_instance_postprocessing(segmenter, prepared.train)
+    segmenter.config.watershed = params
+    segmenter.config.training["watershed_train_aji_plus"] = round(tuned, 6)
 
+
+def _result(
+    out: Path,
+    config: FinetuneConfig,
+    task: Task,
+    evaluation: Any,
+    n_train_tiles: int,
+    rows: Sequence[dict[str, float]],
+    train_seconds: float,
+) -> FinetuneResult:
+    """``result.json``'s content: the primary score of ``task``, all scores and the per-epoch record."""
     metric = PRIMARY_METRIC[task]
-    result = FinetuneResult(
+    return FinetuneResult(
         out_dir=out,
         task=task,
         metric=metric,
         score=float(evaluation.mean[metric]),
         scores=dict(evaluation.mean),
         pooled=dict(evaluation.pooled),
-        n_train_tiles=len(prepared.train),
+        n_train_tiles=n_train_tiles,
         n_eval_images=evaluation.n_images,
         epochs=len(rows),
         train_seconds=round(train_seconds, 3),
@@ -510,9 +625,11 @@ def finetune(
         val_history=[r["val_loss"] for r in rows if not math.isnan(r["val_loss"])],
         config=config,
     )
-    if trainer.is_global_zero:
-        segmenter.to("cpu").save_pretrained(out)
-        write_metrics_csv(out / METRICS_FILE, rows)
-        (out / EVALUATION_FILE).write_text(evaluation.model_dump_json(indent=2) + "\n")
-        (out / RESULT_FILE).write_text(result.model_dump_json(indent=2) + "\n")
-    return result
+
+
+def _save_outputs(out: Path, segmenter: Any, rows: Sequence[dict[str, float]], evaluation: Any, result: Any) -> None:
+    """The segmenter (on the CPU), ``metrics.csv``, ``evaluation.json`` and ``result.json`` into ``out``."""
+    segmenter.to("cpu").save_pretrained(out)
+    write_metrics_csv(out / METRICS_FILE, rows)
+    (out / EVALUATION_FILE).write_text(evaluation.model_dump_json(indent=2) + "\n")
+    (out / RESULT_FILE).write_text(result.model_dump_json(indent=2) + "\n")

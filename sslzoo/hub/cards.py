@@ -226,20 +226,45 @@ def build_card(
     ``{metric: value}``; for a segmenter without it, ``config.metrics`` is used. Real results only: they
     become the card's ``model-index``.
     """
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     from sslzoo.models.segmenter import SegmenterConfig
 
     is_segmenter = isinstance(config, SegmenterConfig)
-    task = config.task if is_segmenter else None
+    task = config.task if isinstance(config, SegmenterConfig) else None
     namespace = repo_id.split("/")[0] if repo_id and "/" in repo_id else None
     data = DATASETS.get(config.dataset, DATASETS["folder"])
-    licence = licence_for(config.dataset)
-    if evaluation is None and is_segmenter and config.metrics:
+    if evaluation is None and isinstance(config, SegmenterConfig) and config.metrics:
         evaluation = dict(config.metrics)
     values, note = _flat_metrics(evaluation)
 
-    base_model = _base_model(config, is_segmenter, namespace)
+    card_data = _card_metadata(config, name, task, is_segmenter, namespace, values, evaluation_dataset, data)
+    texts = (
+        _segmenter_texts(config, name, data)
+        if isinstance(config, SegmenterConfig)
+        else _encoder_texts(config, name, data)
+    )
+    template_kwargs = _template_fields(
+        config, name, task, is_segmenter, data, texts, values, note, evaluation_dataset, repo_id,
+        _limitations(config, extra_limitations), provenance,
+    )  # fmt: skip
+    return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **template_kwargs)
+
+
+def _card_metadata(
+    config: EncoderConfig | SegmenterConfig,
+    name: str,
+    task: str | None,
+    is_segmenter: bool,
+    namespace: str | None,
+    values: dict[str, float],
+    evaluation_dataset: str | None,
+    data: DatasetCard,
+) -> Any:
+    """The card's YAML metadata (``ModelCardData``): licence, tags, datasets, metrics, pipeline tag, base model
+    and the ``model-index`` of ``values``."""
+    from huggingface_hub import EvalResult, ModelCardData
+
     pipeline_tag = "image-segmentation" if is_segmenter else "image-feature-extraction"
     eval_results = [
         EvalResult(
@@ -265,70 +290,116 @@ def build_card(
     ]
     tags += ["nuclei-segmentation", "instance-segmentation"] if task == "instance" else []
     tags += ["semantic-segmentation"] if task == "semantic" else []
-    card_data = ModelCardData(
+    return ModelCardData(
         library_name=LIBRARY_NAME,
-        license=licence,
+        license=licence_for(config.dataset),
         tags=list(dict.fromkeys(tags)),
         datasets=[config.dataset] if config.dataset in DATASETS and config.dataset != "folder" else None,
         metrics=TASK_METRICS[task] if task else None,
         pipeline_tag=pipeline_tag,
-        base_model=base_model,
+        base_model=_base_model(config, is_segmenter, namespace),
         model_name=name,
         eval_results=eval_results or None,
     )
-    kind = "segmenter" if is_segmenter else "encoder"
-    load_name = repo_id or name
-    if is_segmenter:
-        usage = (
+
+
+@dataclass(frozen=True)
+class _KindTexts:
+    """The parts of a card that differ between a segmenter and an encoder."""
+
+    usage: str
+    intended: str
+    size_text: str
+    output_text: str
+    microns_per_pixel: str
+    in_channels: int
+    encoder_init: str | None
+
+
+def _segmenter_texts(config: SegmenterConfig, name: str, data: DatasetCard) -> _KindTexts:
+    """Usage, intended use, input size, output and pixel size of a segmenter card."""
+    task = config.task
+    return _KindTexts(
+        usage=(
             f'from sslzoo.hub import load_segmenter\n\nsegmenter = load_segmenter("{name}")\n'
             "labels = segmenter.predict(image)  # uint8 RGB (H, W, 3) -> int32 label map (H, W)"
-        )
-        intended = (
+        ),
+        intended=(
             f"{'Nuclei instance' if task == 'instance' else 'Foreground (lesion)'} segmentation of "
             f"{data.title}-like images for research: benchmarking, annotation assistance and as a "
             "baseline for annotation-efficient learning."
-        )
-        size_text = (
+        ),
+        size_text=(
             f"any height and width; images are tiled ({config.tile_size}x{config.tile_size}, overlap "
             f"{config.tile_overlap}), the tiles stitched, and the result has the input's size."
-        )
-        output_text = (
+        ),
+        output_text=(
             "an int32 label map, 0 background and 1..N one id per object (distance-map regression, then "
             "seeded watershed)"
             if task == "instance"
             else "a 0/1 mask (sigmoid(logit) > threshold)"
-        )
-        mpp = f"{config.microns_per_pixel} µm" if config.microns_per_pixel else data.microns_per_pixel
-        channels = 3
-        encoder_init = config.init
-    else:
-        usage = (
+        ),
+        microns_per_pixel=f"{config.microns_per_pixel} µm" if config.microns_per_pixel else data.microns_per_pixel,
+        in_channels=3,
+        encoder_init=config.init,
+    )
+
+
+def _encoder_texts(config: EncoderConfig, name: str, data: DatasetCard) -> _KindTexts:
+    """Usage, intended use, input size, output and pixel size of an encoder card."""
+    return _KindTexts(
+        usage=(
             f'from sslzoo.hub import load_encoder\n\nencoder, config = load_encoder("{name}")\n'
             "features = encoder(x)  # x: (B, 3, H, W) normalised; returns [x, stage1, ..., stage5]"
-        )
-        intended = (
+        ),
+        intended=(
             "Feature extraction and encoder initialisation for fine-tuning a U-Net on few annotated "
             f"{data.title}-like images (research)."
-        )
-        size_text = (
+        ),
+        size_text=(
             f"pretrained at {config.input_size}x{config.input_size}; any height and width divisible by 32 works."
-        )
-        output_text = (
+        ),
+        output_text=(
             f"the feature pyramid of a {config.backbone} (channels {list(config.out_channels) or 'n/a'}); "
             "embeddings = global average pool of the last stage"
-        )
-        mpp = data.microns_per_pixel
-        channels = config.in_channels
-        encoder_init = None
-    method_title = METHOD_TITLES.get(config.method, config.method)
-    limitations = list(extra_limitations or [])
+        ),
+        microns_per_pixel=data.microns_per_pixel,
+        in_channels=config.in_channels,
+        encoder_init=None,
+    )
+
+
+def _limitations(config: EncoderConfig | SegmenterConfig, extra: list[str] | None) -> list[str]:
+    """The caller's extra limitations, plus the rounding note for weights stored below float32."""
+    limitations = list(extra or [])
     if config.weights_dtype != "float32":
         limitations.append(
             f"The weights are stored in {config.weights_dtype} to keep the files small; loading converts them to "
             "float32. Outputs differ from the float32 original by rounding only (typically below 1e-2), which can "
             "move a few boundary pixels."
         )
-    template_kwargs = {
+    return limitations
+
+
+def _template_fields(
+    config: EncoderConfig | SegmenterConfig,
+    name: str,
+    task: str | None,
+    is_segmenter: bool,
+    data: DatasetCard,
+    texts: _KindTexts,
+    values: dict[str, float],
+    note: str,
+    evaluation_dataset: str | None,
+    repo_id: str | None,
+    limitations: list[str],
+    provenance: str | None,
+) -> dict[str, Any]:
+    """The fields ``card_template.md`` fills in (title, summary, dataset, usage, preprocessing, evaluation, ...)."""
+    kind = "segmenter" if is_segmenter else "encoder"
+    load_name = repo_id or name
+    method_title = METHOD_TITLES.get(config.method, config.method)
+    return {
         "title": f"{name} — {method_title} {config.backbone} {kind} ({data.title})",
         "summary": (
             f"A {config.backbone} {kind} "
@@ -349,17 +420,17 @@ def build_card(
         "dataset_licence_text": data.licence_text,
         "task": task,
         "code_version": config.code_version,
-        "intended_use": intended,
-        "usage": usage.replace(f'"{name}"', f'"{load_name}"') if repo_id else usage,
+        "intended_use": texts.intended,
+        "usage": texts.usage.replace(f'"{name}"', f'"{load_name}"') if repo_id else texts.usage,
         "method_description": METHOD_DESCRIPTIONS.get(config.method, f"Method: {config.method}."),
-        "encoder_init": encoder_init,
+        "encoder_init": texts.encoder_init,
         "hyperparameters": _hyperparameters(config.training),
-        "in_channels": channels,
+        "in_channels": texts.in_channels,
         "mean": list(config.mean),
         "std": list(config.std),
-        "size_text": size_text,
-        "microns_per_pixel": mpp,
-        "output_text": output_text,
+        "size_text": texts.size_text,
+        "microns_per_pixel": texts.microns_per_pixel,
+        "output_text": texts.output_text,
         "evaluation": [(k, f"{v:.4f}") for k, v in values.items()],
         "evaluation_note": note + (f" Data: {evaluation_dataset}." if evaluation_dataset else ""),
         "threshold": getattr(config, "threshold", 0.5),
@@ -367,7 +438,6 @@ def build_card(
         "provenance": (provenance or "").strip(),
         "citations": "\n".join(c for c in (PAPER_CITATION, data.citation) if c),
     }
-    return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **template_kwargs)
 
 
 def read_folder_config(folder: str | Path) -> EncoderConfig | SegmenterConfig:

@@ -24,18 +24,18 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from sslzoo.errors import DataError, SslzooError
 from sslzoo.study.config import BASELINE_METHODS, StudyConfig
-from sslzoo.study.report import markdown_table
+from sslzoo.study.folders import RUNS_DIR, pretrain_folder
 from sslzoo.study.results import write_csv_atomic
-from sslzoo.study.runner import RUNS_DIR, pretrain_folder
+from sslzoo.study.tables import markdown_table
 
 if TYPE_CHECKING:
     import torch
@@ -146,7 +146,7 @@ def heldout_tiles(index: DatasetIndex, ids: Sequence[str], config: SegmenterConf
 
 
 def _batches(
-    images: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float], size: int
+    images: Sequence[np.ndarray] | np.ndarray, mean: Sequence[float], std: Sequence[float], size: int
 ) -> list[torch.Tensor]:
     """Normalised float32 batches (B, 3, H, W) of uint8 RGB images, in order."""
     import torch
@@ -194,7 +194,8 @@ def cka_rows(
         if method not in starts:
             continue
         batches = _batches(held.tiles, segmenter.config.mean, segmenter.config.std, size)
-        values = encoder_stage_cka(starts[method][0], segmenter.model.encoder, batches, STAGES, batch_size=size)
+        tuned = cast("nn.Module", segmenter.model.encoder)
+        values = encoder_stage_cka(starts[method][0], tuned, batches, STAGES, batch_size=size)
         rows.append({"dataset": dataset, "method": method, "run_id": run_ids[method],
                      "n_tiles": len(held.tiles) // size * size, **stage_means(values)})  # fmt: skip
     return rows
@@ -341,6 +342,33 @@ def _inputs(held: HeldOut, config: SegmenterConfig) -> str:
     return f"{len(held.tiles)} tiles of {held.tiles.shape[1]} px from the {held.n_images} held-out images ({how})"
 
 
+@dataclass
+class DatasetInputs:
+    """What the parts of one dataset's section share: the reference segmenters R(m) (``run_ids`` of those found),
+    the starting encoders E(m), the dataset, and the held-out tiles (cut on first use, :func:`heldout_tiles`)."""
+
+    dataset: str
+    methods: Sequence[str]
+    seed: int
+    segmenters: dict[str, Segmenter]
+    run_ids: dict[str, str]
+    starts: dict[str, tuple[nn.Module, EncoderConfig]]
+    index: DatasetIndex
+    kind: str | None
+    figures: Path
+    settings: FigureSettings
+
+    @property
+    def first(self) -> SegmenterConfig:
+        """The config of the first reference segmenter (tiling, resizing, held-out ids)."""
+        return next(iter(self.segmenters.values())).config
+
+    @functools.cached_property
+    def held(self) -> HeldOut:
+        """The held-out tiles of the first reference run (computed again after a failure, never cached then)."""
+        return heldout_tiles(self.index, self.first.training.get("eval_ids", []), self.first, self.settings.tiles)
+
+
 def dataset_section(
     dataset: str,
     rows: Sequence[Mapping[str, Any]],
@@ -351,117 +379,171 @@ def dataset_section(
     data_root: Path | None,
     settings: FigureSettings,
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """The Markdown of one dataset (figures written into ``out/figures``) and its ``cka.csv`` rows."""
+    """The Markdown of one dataset (figures written into ``out/figures``) and its ``cka.csv`` rows.
+
+    Phases: find the reference runs and load their segmenters, find the dataset, load the starting encoders, then
+    the CKA, NQC and Grad-CAM parts (each replaced by a one-line note when it fails).
+    """
     from sslzoo.data.datasets import open_dataset
-    from sslzoo.metrics.representation import STAGE_LABELS
-    from sslzoo.models.segmenter import SEGMENTER_FILE, Segmenter
 
     lines = [f"### {dataset}", ""]
     seed, run_ids = reference_runs(rows, dataset)
-    present = {m: r for m, r in run_ids.items() if (work / RUNS_DIR / r / SEGMENTER_FILE).is_file()}
+    present = runs_found(run_ids, work)
     if seed is None or not present:
         return lines + [f"_Skipped: no fine-tuned segmenter at rate 100 % in {work / RUNS_DIR}._", ""], []
-    segmenters = {m: Segmenter.from_pretrained(work / RUNS_DIR / present[m]) for m in methods if m in present}
+    segmenters = load_segmenters(present, methods, work)
     first = next(iter(segmenters.values())).config
     path = _dataset_path(dataset, config, first, data_root)
     if not path.is_dir():
         return lines + [f"_Skipped: dataset folder {path} not found (pass `--data-root`)._", ""], []
     kind = config.datasets[dataset].kind if config else None
     index = open_dataset(path, kind)
+    backbone = config.backbone if config else first.backbone
+    starts, unloaded = starting_encoders(methods, backbone, dataset, work, seed)
+    inputs = DatasetInputs(dataset, methods, seed, segmenters, present, starts, index, kind, out / "figures", settings)
+    lines += reference_lines(inputs, sorted(set(run_ids) - set(present)), unloaded, work)
+    cka_lines, cka = cka_part(inputs)
+    lines += cka_lines
+    lines += _guarded("NQC / neighbour grid", neighbour_part, inputs)
+    lines += _guarded("Grad-CAM", gradcam_part, inputs)
+    return lines, cka
+
+
+def runs_found(run_ids: Mapping[str, str], work: Path) -> dict[str, str]:
+    """``{method: run_id}`` of the reference runs whose segmenter is in ``work/runs``."""
+    from sslzoo.models.segmenter import SEGMENTER_FILE
+
+    return {m: r for m, r in run_ids.items() if (work / RUNS_DIR / r / SEGMENTER_FILE).is_file()}
+
+
+def load_segmenters(present: Mapping[str, str], methods: Sequence[str], work: Path) -> dict[str, Segmenter]:
+    """The reference segmenters R(m), in the order of ``methods``."""
+    from sslzoo.models.segmenter import Segmenter
+
+    return {m: Segmenter.from_pretrained(work / RUNS_DIR / present[m]) for m in methods if m in present}
+
+
+def starting_encoders(
+    methods: Sequence[str], backbone: str, dataset: str, work: Path, seed: int
+) -> tuple[dict[str, tuple[nn.Module, EncoderConfig]], list[str]]:
+    """E(m) of every method that loads (:func:`initial_encoder`), and ``"<method> (<error>)"`` of those that do not."""
     starts, unloaded = {}, []
     for method in methods:
         try:
-            starts[method] = initial_encoder(method, config.backbone if config else first.backbone, dataset, work, seed)
+            starts[method] = initial_encoder(method, backbone, dataset, work, seed)
         except SslzooError as exc:
             unloaded.append(f"{method} ({type(exc).__name__}: {exc})")
-    lines.append(f"Reference runs (rate 100 %, encoder fine-tuned, seed {seed}): "
-                 + ", ".join(f"`{present[m]}`" for m in segmenters) + ".")  # fmt: skip
-    missing = sorted(set(run_ids) - set(present))
+    return starts, unloaded
+
+
+def reference_lines(inputs: DatasetInputs, missing: Sequence[str], unloaded: Sequence[str], work: Path) -> list[str]:
+    """Which reference runs were used, which were not found, which starting encoders did not load."""
+    lines = [f"Reference runs (rate 100 %, encoder fine-tuned, seed {inputs.seed}): "
+             + ", ".join(f"`{inputs.run_ids[m]}`" for m in inputs.segmenters) + "."]  # fmt: skip
     if missing:
         lines.append(f"Runs not found in {work / RUNS_DIR}: {', '.join(missing)}.")
     if unloaded:
         lines.append(f"Starting encoders not loaded: {'; '.join(unloaded)}.")
-    lines.append("")
-    figures = out / "figures"
-    cka: list[dict[str, Any]] = []
+    return [*lines, ""]
 
-    @functools.cache
-    def held() -> HeldOut:
-        return heldout_tiles(index, first.training.get("eval_ids", []), first, settings.tiles)
 
-    def cka_part() -> list[str]:
-        cka.extend(cka_rows(dataset, starts, segmenters, present, held(), settings.batch_size))
-        if not cka:
-            return ["_CKA skipped: no method has both its starting encoder and its fine-tuned run._", ""]
-        name = f"cka_{dataset}.png"
-        plot_cka(cka, {m: k for k, m in enumerate(methods)}, figures / name,
-                 f"{dataset}: starting encoder vs fine-tuned (100 %, seed {seed})")  # fmt: skip
-        labels = [STAGE_LABELS[s] for s in STAGES]
-        body = [[r["method"], *(f"{r[k]:.3f}" for k in [*labels, "mean"])] for r in cka]
-        return [
-            "#### CKA per encoder stage (Table III style)",
-            "",
-            f"Minibatch linear CKA (unbiased HSIC, minibatches of {min(settings.batch_size, len(held().tiles))}) "
-            f"between each method's starting encoder and the same encoder after fine-tuning, on "
-            f"{_inputs(held(), first)}; 1 = fine-tuning left the stage's representation unchanged. "
-            "Conv1 = stem, Conv2..Conv4 = layer1..layer3. Numbers in `cka.csv`.",
-            "",
-            *markdown_table(["method", *labels, "mean"], body).splitlines(),
-            "",
-            f"![{dataset} CKA](figures/{name})",
-            "",
-        ]
+def _guarded(name: str, part: Callable[[DatasetInputs], list[str]], inputs: DatasetInputs) -> list[str]:
+    """``part(inputs)``, or the one-line skip note of ``name`` when it raises."""
+    try:
+        return part(inputs)
+    except Exception as exc:
+        return _skip_note(name, exc)
 
-    def neighbour_part() -> list[str]:
-        name = f"neighbours_{dataset}.png"
-        results, n, crop, counts = neighbour_figure(index, kind, starts, first, settings, figures / name)
-        what = (f"whole image squeezed to {first.resize_to} px" if first.resize_to
-                else f"centre crop of {crop} px at native resolution")  # fmt: skip
-        body = [[m, f"{r.nqc:.3f}", f"{r.loo_expectation:.3f}", f"{r.random_expectation:.3f}"]
-                for m, r in results.items()]  # fmt: skip
-        return [
-            "#### Nearest neighbours and NQC (Fig. 4 style)",
-            "",
-            "NQC = share of images whose nearest neighbour (Euclidean, 10-d PCA of the pooled last stage; not the "
-            f"image itself) has the same class, for each starting encoder on all {n} images with a class label "
-            f"(pretraining images included; {what}; classes: "
-            + ", ".join(f"{c} {k}" for c, k in counts.items())
-            + "). Chance: the leave-one-out expectation sum n_c (n_c - 1) / (l (l - 1)); the paper's sum (n_c/l)^2 "
-            "is listed too. Grid: query, nearest and farthest neighbour; green frame = same class.",
-            "",
-            *markdown_table(["method", "NQC", "chance (leave-one-out)", "sum (n_c/l)^2"], body).splitlines(),
-            "",
-            f"![{dataset} neighbours](figures/{name})",
-            "",
-        ]
 
-    def gradcam_part() -> list[str]:
-        name = f"gradcam_{dataset}.png"
-        cams = gradcam_qualities(segmenters, held())
-        plot_gradcam(cams, held(), settings.columns, figures / name)
-        chance = float(np.mean([np.mean(m > 0) for m in held().masks]))
-        body = [[m, f"{np.mean(q):.3f} ± {np.std(q, ddof=1) if len(q) > 1 else 0.0:.3f}", f"{min(q):.2f}",
-                 f"{max(q):.2f}"] for m, (_, q) in cams.items()]  # fmt: skip
-        return [
-            "#### Grad-CAM (Fig. 5 style)",
-            "",
-            "Grad-CAM of each reference segmenter at its encoder's last stage (target: the sum of the predicted "
-            f"foreground outputs), on {_inputs(held(), first)}. CAM quality = sum(cam * mask) / sum(cam); a uniform "
-            f"map scores the foreground fraction, here {chance:.3f} on average (chance level). Panel: "
-            f"{min(settings.columns, len(held().tiles))} of the tiles, q = that tile's CAM quality.",
-            "",
-            *markdown_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body).splitlines(),
-            "",
-            f"![{dataset} Grad-CAM](figures/{name})",
-            "",
-        ]
+def cka_part(inputs: DatasetInputs) -> tuple[list[str], list[dict[str, Any]]]:
+    """The CKA rows (:func:`cka_rows`) and their Markdown; rows computed before a failing figure are kept."""
+    try:
+        cka = cka_rows(inputs.dataset, inputs.starts, inputs.segmenters, inputs.run_ids, inputs.held,
+                       inputs.settings.batch_size)  # fmt: skip
+    except Exception as exc:
+        return _skip_note("CKA", exc), []
+    try:
+        return cka_lines(inputs, cka), cka
+    except Exception as exc:
+        return _skip_note("CKA", exc), cka
 
-    for name, part in (("CKA", cka_part), ("NQC / neighbour grid", neighbour_part), ("Grad-CAM", gradcam_part)):
-        try:
-            lines += part()
-        except Exception as exc:
-            lines += _skip_note(name, exc)
-    return lines, cka
+
+def cka_lines(inputs: DatasetInputs, cka: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Table III style: the CKA figure (``figures/cka_<dataset>.png``) and table."""
+    from sslzoo.metrics.representation import STAGE_LABELS
+
+    dataset, settings, held = inputs.dataset, inputs.settings, inputs.held
+    if not cka:
+        return ["_CKA skipped: no method has both its starting encoder and its fine-tuned run._", ""]
+    name = f"cka_{dataset}.png"
+    plot_cka(cka, {m: k for k, m in enumerate(inputs.methods)}, inputs.figures / name,
+             f"{dataset}: starting encoder vs fine-tuned (100 %, seed {inputs.seed})")  # fmt: skip
+    labels = [STAGE_LABELS[s] for s in STAGES]
+    body = [[r["method"], *(f"{r[k]:.3f}" for k in [*labels, "mean"])] for r in cka]
+    return [
+        "#### CKA per encoder stage (Table III style)",
+        "",
+        f"Minibatch linear CKA (unbiased HSIC, minibatches of {min(settings.batch_size, len(held.tiles))}) "
+        f"between each method's starting encoder and the same encoder after fine-tuning, on "
+        f"{_inputs(held, inputs.first)}; 1 = fine-tuning left the stage's representation unchanged. "
+        "Conv1 = stem, Conv2..Conv4 = layer1..layer3. Numbers in `cka.csv`.",
+        "",
+        *markdown_table(["method", *labels, "mean"], body).splitlines(),
+        "",
+        f"![{dataset} CKA](figures/{name})",
+        "",
+    ]
+
+
+def neighbour_part(inputs: DatasetInputs) -> list[str]:
+    """Fig. 4 style: NQC of every starting encoder and the neighbour grid (``figures/neighbours_<dataset>.png``)."""
+    dataset, first = inputs.dataset, inputs.first
+    name = f"neighbours_{dataset}.png"
+    results, n, crop, counts = neighbour_figure(inputs.index, inputs.kind, inputs.starts, first, inputs.settings,
+                                                inputs.figures / name)  # fmt: skip
+    what = (f"whole image squeezed to {first.resize_to} px" if first.resize_to
+            else f"centre crop of {crop} px at native resolution")  # fmt: skip
+    body = [[m, f"{r.nqc:.3f}", f"{r.loo_expectation:.3f}", f"{r.random_expectation:.3f}"]
+            for m, r in results.items()]  # fmt: skip
+    return [
+        "#### Nearest neighbours and NQC (Fig. 4 style)",
+        "",
+        "NQC = share of images whose nearest neighbour (Euclidean, 10-d PCA of the pooled last stage; not the "
+        f"image itself) has the same class, for each starting encoder on all {n} images with a class label "
+        f"(pretraining images included; {what}; classes: "
+        + ", ".join(f"{c} {k}" for c, k in counts.items())
+        + "). Chance: the leave-one-out expectation sum n_c (n_c - 1) / (l (l - 1)); the paper's sum (n_c/l)^2 "
+        "is listed too. Grid: query, nearest and farthest neighbour; green frame = same class.",
+        "",
+        *markdown_table(["method", "NQC", "chance (leave-one-out)", "sum (n_c/l)^2"], body).splitlines(),
+        "",
+        f"![{dataset} neighbours](figures/{name})",
+        "",
+    ]
+
+
+def gradcam_part(inputs: DatasetInputs) -> list[str]:
+    """Fig. 5 style: CAM quality of every reference segmenter and the panel (``figures/gradcam_<dataset>.png``)."""
+    dataset, settings, held = inputs.dataset, inputs.settings, inputs.held
+    name = f"gradcam_{dataset}.png"
+    cams = gradcam_qualities(inputs.segmenters, held)
+    plot_gradcam(cams, held, settings.columns, inputs.figures / name)
+    chance = float(np.mean([np.mean(m > 0) for m in held.masks]))
+    body = [[m, f"{np.mean(q):.3f} ± {np.std(q, ddof=1) if len(q) > 1 else 0.0:.3f}", f"{min(q):.2f}",
+             f"{max(q):.2f}"] for m, (_, q) in cams.items()]  # fmt: skip
+    return [
+        "#### Grad-CAM (Fig. 5 style)",
+        "",
+        "Grad-CAM of each reference segmenter at its encoder's last stage (target: the sum of the predicted "
+        f"foreground outputs), on {_inputs(held, inputs.first)}. CAM quality = sum(cam * mask) / sum(cam); a uniform "
+        f"map scores the foreground fraction, here {chance:.3f} on average (chance level). Panel: "
+        f"{min(settings.columns, len(held.tiles))} of the tiles, q = that tile's CAM quality.",
+        "",
+        *markdown_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body).splitlines(),
+        "",
+        f"![{dataset} Grad-CAM](figures/{name})",
+        "",
+    ]
 
 
 def representation_figures(

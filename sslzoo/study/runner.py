@@ -1,9 +1,9 @@
 """``run_study``: pretrain once per (method, dataset), fine-tune every run of the grid, record each finished run.
 
-Folders (``work_dir`` holds the big files and defaults to ``out_dir``)::
+Folders (:mod:`sslzoo.study.folders`; ``work_dir`` holds the big files and defaults to ``out_dir``)::
 
     out_dir/study.json                          the study config (a rerun must use the same grid settings)
-    out_dir/runs.csv, iqc.csv                   the tables (sslzoo.study.results)
+    out_dir/runs.csv, iqc.csv, pretrain.csv     the tables (sslzoo.study.results, sslzoo.study.history)
     work_dir/pretrain/<method>-<backbone>-<dataset>/   exported encoder (skipped when model.safetensors exists)
     work_dir/runs/<run_id>/                     one fine-tuning run (segmenter, result.json, checkpoints)
 
@@ -29,17 +29,13 @@ from typing import Any
 
 from sslzoo.errors import ConfigError
 from sslzoo.study.config import BASELINE_METHODS, StudyConfig
+from sslzoo.study.folders import ENCODER_WEIGHTS, RUNS_DIR, STUDY_FILE, pretrain_folder
 from sslzoo.study.grid import RunSpec, build_grid, shard_grid
-from sslzoo.study.report import record_pretrain_history
+from sslzoo.study.history import record_pretrain_history
 from sslzoo.study.results import LOCK_FILE, locked, read_runs, record_run, write_iqc
-from sslzoo.vocabulary import join_name
 
 log = logging.getLogger(__name__)
 
-STUDY_FILE = "study.json"
-PRETRAIN_DIR = "pretrain"
-RUNS_DIR = "runs"
-ENCODER_WEIGHTS = "model.safetensors"
 #: config fields that may differ between shards / reruns of one study (paths, worker counts)
 _RUNTIME_KEYS = ("description", "keep_checkpoints")
 
@@ -55,16 +51,6 @@ class StudyProgress:
     skipped: int = 0
     ran: list[str] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def encoder_name(method: str, backbone: str, dataset: str) -> str:
-    """Folder name of a study encoder: the zoo grammar ``<method>-<backbone>-<dataset>`` (CONTRACTS.md section 1),
-    with the study's own dataset key as ``<dataset>``."""
-    return join_name(method, backbone, dataset)
-
-
-def pretrain_folder(work_dir: str | Path, method: str, backbone: str, dataset: str) -> Path:
-    return Path(work_dir) / PRETRAIN_DIR / encoder_name(method, backbone, dataset)
 
 
 def _comparable(config: StudyConfig) -> dict[str, Any]:
@@ -89,12 +75,6 @@ def _store_config(config: StudyConfig, out_dir: Path) -> None:
                 )
             return
         path.write_text(config.model_dump_json(indent=2) + "\n")
-
-
-def load_stored_config(out_dir: str | Path) -> StudyConfig | None:
-    """The ``study.json`` of a study folder (None when absent)."""
-    path = Path(out_dir) / STUDY_FILE
-    return StudyConfig.model_validate(json.loads(path.read_text())) if path.is_file() else None
 
 
 def pretrain_images(config: StudyConfig, dataset: str) -> list[Path]:
@@ -126,6 +106,20 @@ def pretrain_dataset(config: StudyConfig, dataset: str) -> Any:
     return views
 
 
+def _default_pretrain() -> PretrainFn:
+    """:func:`sslzoo.pretext.train.pretrain` (imported when first needed: it loads Lightning)."""
+    from sslzoo.pretext.train import pretrain
+
+    return pretrain
+
+
+def _default_finetune() -> FinetuneFn:
+    """:func:`sslzoo.downstream.finetune.finetune` (imported when first needed: it loads Lightning)."""
+    from sslzoo.downstream.finetune import finetune
+
+    return finetune
+
+
 def ensure_pretrained(
     config: StudyConfig,
     method: str,
@@ -147,8 +141,7 @@ def ensure_pretrained(
             return folder
         from sslzoo.pretext.base import PretextConfig
 
-        if pretrain_fn is None:
-            from sslzoo.pretext.train import pretrain as pretrain_fn
+        train = pretrain_fn if pretrain_fn is not None else _default_pretrain()
         settings = config.pretrain
         spec = config.datasets[dataset]
         pretext = PretextConfig(
@@ -165,7 +158,7 @@ def ensure_pretrained(
         )
         log.info("pretraining %s on %s -> %s", method, dataset, folder)
         data = pretrain_dataset(config, dataset)
-        pretrain_fn(
+        train(
             pretext, data, folder, accelerator=accelerator, devices=devices, precision=precision,
             resume=True, workers=settings.workers, progress=progress,
         )  # fmt: skip
@@ -292,52 +285,80 @@ def run_study(
     work = (Path(work_dir) if work_dir is not None else out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _store_config(config, out)
-    if finetune_fn is None:
-        from sslzoo.downstream.finetune import finetune as finetune_fn
-    for spec in config.datasets.values():
-        if not spec.path.exists():
-            raise ConfigError(f"dataset folder {spec.path} does not exist; fix datasets.<name>.path in the config")
+    train = finetune_fn if finetune_fn is not None else _default_finetune()
+    check_dataset_folders(config)
 
-    mine = shard_grid(build_grid(config), shard)
-    done = {row["run_id"] for row in read_runs(out)}
-    todo = [spec for spec in mine if spec.run_id not in done]
+    mine, todo = runs_to_do(config, out, shard)
     status = StudyProgress(total=len(mine), skipped=len(mine) - len(todo))
     started = time.perf_counter()
-    histories: set[tuple[str, str]] = set()
-    pretrain_free_encoders(
-        config, todo, work, pretrain_fn=pretrain_fn, accelerator=accelerator, devices=devices,
-        precision=precision, progress=run_progress,
-    )  # fmt: skip
-    for method, dataset in dict.fromkeys((s.method, s.dataset) for s in todo if s.method not in BASELINE_METHODS):
-        folder = pretrain_folder(work, method, config.backbone, dataset)
-        if (folder / ENCODER_WEIGHTS).is_file():
-            record_pretrain_history(out, method, dataset, folder)
-            histories.add((method, dataset))
+    hardware: dict[str, Any] = {"accelerator": accelerator, "devices": devices, "precision": precision,
+                                "progress": run_progress}  # fmt: skip
+    pretrain_free_encoders(config, todo, work, pretrain_fn=pretrain_fn, **hardware)
+    histories = record_ready_histories(config, todo, out, work)
     bar = tqdm(todo, desc=f"study {config.name} shard {shard[0]}/{shard[1]}", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(spec.run_id)
-        if spec.method in BASELINE_METHODS:
-            init, pretrain_s = spec.method, None
-        else:
-            folder = ensure_pretrained(
-                config, spec.method, spec.dataset, work, pretrain_fn=pretrain_fn, accelerator=accelerator,
-                devices=devices, precision=precision, progress=run_progress,
-            )  # fmt: skip
-            init, pretrain_s = str(folder), pretrain_seconds(folder)
-            if (spec.method, spec.dataset) not in histories:
-                record_pretrain_history(out, spec.method, spec.dataset, folder)
-                histories.add((spec.method, spec.dataset))
-        run_started = time.perf_counter()  # after any wait for another shard's pretraining
-        result = _finetune_resuming(
-            finetune_fn, finetune_config(config, spec, init), config.datasets[spec.dataset].path,
-            work / RUNS_DIR / spec.run_id, accelerator=accelerator, devices=devices, precision=precision,
-            progress=run_progress,
-        )  # fmt: skip
-        record_run(out, run_row(spec, result, pretrain_s, time.perf_counter() - run_started))
-        if not config.keep_checkpoints:  # the segmenter and result.json stay; Lightning checkpoints are large
-            shutil.rmtree(work / RUNS_DIR / spec.run_id / "checkpoints", ignore_errors=True)
+        result = run_one(config, spec, out, work, train, pretrain_fn, histories, hardware)
         status.ran.append(spec.run_id)
         log.info("%s: %s = %.4f", spec.run_id, result.metric, result.score)
     status.seconds = time.perf_counter() - started
     write_iqc(out, config.iqc_lower, config.iqc_upper)
     return status
+
+
+def check_dataset_folders(config: StudyConfig) -> None:
+    """ConfigError naming the config field when a dataset folder of the study does not exist."""
+    for dataset in config.datasets.values():
+        if not dataset.path.exists():
+            raise ConfigError(f"dataset folder {dataset.path} does not exist; fix datasets.<name>.path in the config")
+
+
+def runs_to_do(config: StudyConfig, out: Path, shard: tuple[int, int]) -> tuple[list[RunSpec], list[RunSpec]]:
+    """This shard's runs of the grid, and those of them whose row is not in ``runs.csv`` yet."""
+    mine = shard_grid(build_grid(config), shard)
+    done = {row["run_id"] for row in read_runs(out)}
+    return mine, [spec for spec in mine if spec.run_id not in done]
+
+
+def record_ready_histories(config: StudyConfig, todo: list[RunSpec], out: Path, work: Path) -> set[tuple[str, str]]:
+    """Record the loss history (``pretrain.csv``) of every encoder ``todo`` needs that is already pretrained;
+    returns those (method, dataset) pairs."""
+    histories: set[tuple[str, str]] = set()
+    for method, dataset in dict.fromkeys((s.method, s.dataset) for s in todo if s.method not in BASELINE_METHODS):
+        folder = pretrain_folder(work, method, config.backbone, dataset)
+        if (folder / ENCODER_WEIGHTS).is_file():
+            record_pretrain_history(out, method, dataset, folder)
+            histories.add((method, dataset))
+    return histories
+
+
+def run_one(
+    config: StudyConfig,
+    spec: RunSpec,
+    out: Path,
+    work: Path,
+    finetune_fn: FinetuneFn,
+    pretrain_fn: PretrainFn | None,
+    histories: set[tuple[str, str]],
+    hardware: dict[str, Any],
+) -> Any:
+    """One run of the grid: its encoder (pretrained now if needed, history recorded once into ``histories``),
+    fine-tuning in ``work/runs/<run_id>``, its ``runs.csv`` row; the Lightning checkpoints are dropped unless
+    ``keep_checkpoints``. Returns the ``FinetuneResult``."""
+    if spec.method in BASELINE_METHODS:
+        init, pretrain_s = spec.method, None
+    else:
+        folder = ensure_pretrained(config, spec.method, spec.dataset, work, pretrain_fn=pretrain_fn, **hardware)
+        init, pretrain_s = str(folder), pretrain_seconds(folder)
+        if (spec.method, spec.dataset) not in histories:
+            record_pretrain_history(out, spec.method, spec.dataset, folder)
+            histories.add((spec.method, spec.dataset))
+    run_started = time.perf_counter()  # after any wait for another shard's pretraining
+    result = _finetune_resuming(
+        finetune_fn, finetune_config(config, spec, init), config.datasets[spec.dataset].path,
+        work / RUNS_DIR / spec.run_id, **hardware,
+    )  # fmt: skip
+    record_run(out, run_row(spec, result, pretrain_s, time.perf_counter() - run_started))
+    if not config.keep_checkpoints:  # the segmenter and result.json stay; Lightning checkpoints are large
+        shutil.rmtree(work / RUNS_DIR / spec.run_id / "checkpoints", ignore_errors=True)
+    return result
