@@ -23,7 +23,7 @@ from sslzoo.data.transforms import (
     view_augmentation,
 )
 from sslzoo.errors import ConfigError
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -1,6 +1,10 @@
 import torch
 
-from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
+import pytest
+
+from sslzoo.errors import DataError
+from sslzoo.hub import load_encoder
+from sslzoo.models.encoders import EncoderConfig, create_encoder, encoder_state_dict, save_encoder
 from sslzoo.models.unet import build_unet
 
 
@@ -8,8 +12,9 @@ def test_unet_encoder_initialised_from_export_and_freezing(tmp_path):
     torch.manual_seed(0)
     enc = create_encoder("resnet18")
     save_encoder(enc, tmp_path / "enc", EncoderConfig(backbone="resnet18", method="simclr", dataset="monuseg"))
-    model, config = build_unet(str(tmp_path / "enc"), backbone="resnet50", task="instance", frozen=True)
+    encoder, config = load_encoder(tmp_path / "enc", backbone="resnet50")
     assert config.backbone == "resnet18"  # the export's own backbone wins
+    model = build_unet(encoder, config.backbone, task="instance", frozen=True)
     torch.testing.assert_close(model.encoder.conv1.weight, enc.conv1.weight)
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert any(p.requires_grad for p in model.decoder.parameters())
@@ -17,3 +22,12 @@ def test_unet_encoder_initialised_from_export_and_freezing(tmp_path):
     assert not model.encoder.training and model.decoder.training
     out = model(torch.zeros(1, 3, 64, 64))
     assert out.shape == (1, 1, 64, 64)
+
+
+def test_unet_takes_a_state_dict_and_refuses_another_backbone():
+    torch.manual_seed(0)
+    state = encoder_state_dict(create_encoder("resnet18"))
+    model = build_unet(state, "resnet18")
+    torch.testing.assert_close(model.encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    with pytest.raises(DataError, match="my-encoder: weights do not match"):
+        build_unet(state, "resnet34", source="my-encoder")

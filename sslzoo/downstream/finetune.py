@@ -5,7 +5,7 @@ Steps:
 
 1. data (:mod:`sslzoo.downstream.data`): training tiles, validation tiles, the nested
    annotation-rate subset, and the fixed evaluation images;
-2. model: ``build_unet(init, backbone, task, frozen)``; loss = Dice loss on logits (semantic,
+2. model: ``build_unet(load_encoder(init, backbone), backbone, task, frozen)``; loss = Dice loss on logits (semantic,
    ``smp.losses.DiceLoss("binary")``) or smooth-L1 on the per-object distance map (instance);
    Adam (lr 1e-3, paper), ``ReduceLROnPlateau`` (factor 0.1, patience ``max(1, patience // 2)``)
    and early stopping (``patience`` epochs) on the validation loss; the weights of the best
@@ -337,6 +337,7 @@ def finetune(
     from sslzoo.data.datasets import open_dataset
     from sslzoo.data.transforms import downstream_transform
     from sslzoo.downstream.data import prepare_data
+    from sslzoo.hub.resolve import load_encoder
     from sslzoo.models.segmenter import Segmenter, SegmenterConfig
     from sslzoo.models.unet import build_unet
 
@@ -377,7 +378,8 @@ def finetune(
         ckpt_path = str(last)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model, encoder_config = build_unet(config.init, config.backbone, task, config.frozen)
+    encoder, encoder_config = load_encoder(config.init, config.backbone)
+    model = build_unet(encoder, encoder_config.backbone, task, config.frozen, source=config.init)
     prepared = prepare_data(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
         config.tiles_per_image, config.eval_split, progress, config.input_size,

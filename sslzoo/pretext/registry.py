@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Method modules under ``sslzoo.pretext``, in the order of the paper's Table II.
 METHOD_MODULES: tuple[str, ...] = ("autoencoder", "simclr", "byol", "moco", "barlowtwins", "densecl", "detco")
-#: Initialisations that are not trained: exported straight from ``resolve_encoder``.
+#: Initialisations that are not trained: exported straight from ``baseline_encoder``.
 BASELINES: tuple[str, ...] = ("random", "imagenet")
 
 METHODS: dict[str, type[PretextMethod]] = {}
