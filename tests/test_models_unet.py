@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from sslzoo.errors import DataError
 from sslzoo.hub import load_encoder
