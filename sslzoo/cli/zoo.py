@@ -223,9 +223,14 @@ def _pull(args: argparse.Namespace) -> int:
         print(result.model_dump_json(indent=2))
         return 0
     if result.where == "packaged":
+        from sslzoo.hub.defaults import packaged_folder
+
         alias = f" (alias {args.name})" if args.name != result.name else ""
         copied = f"; copied to {args.out}" if args.out else ""
-        print(f"{result.name}{alias} is packaged with sslzoo: {len(result.files)} files, nothing to download{copied}")
+        print(
+            f"{result.name}{alias} is packaged with sslzoo in {packaged_folder(result.name)}: "
+            f"{len(result.files)} files, nothing to download{copied}"
+        )
         print(result.folder)
         return 0
     status = "verified against the registry" if result.verified else "NOT verified (not pinned in the registry)"
