@@ -77,7 +77,7 @@ def split_train_eval(index: DatasetIndex, eval_split: str | None = None) -> Trai
                 f"eval_split {eval_split!r} is the training split; leave it unset for the default rule "
                 "(test/val split, else a fixed 20 % hold-out of the training images) or name another split"
             )
-        chosen = eval_split
+        chosen: str | None = eval_split
     else:
         chosen = next((name for name in EVAL_SPLITS if name in splits), None)
     if chosen is not None and chosen != train_split:
@@ -217,7 +217,7 @@ def seed_worker_transform(worker_id: int) -> None:
 
     info = get_worker_info()
     transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_seed"):
+    if info is not None and transform is not None and hasattr(transform, "set_random_seed"):
         transform.set_random_seed(info.seed % 2**32)
 
 

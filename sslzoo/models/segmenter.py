@@ -87,7 +87,8 @@ class Segmenter:
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
+        smp_model: Any = self.model  # an smp model: it has smp's save_pretrained
+        smp_model.save_pretrained(str(folder))
         config = self.config.model_copy(update={"weights_dtype": weights_dtype_of(self.model.state_dict())})
         (folder / SEGMENTER_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         return folder

@@ -48,7 +48,7 @@ def freeze_encoder(model: smp.Unet) -> None:
     for p in model.encoder.parameters():
         p.requires_grad_(False)
     model.encoder.eval()
-    model.encoder.train = _stay_in_eval.__get__(model.encoder, nn.Module)  # type: ignore[method-assign]
+    model.encoder.train = _stay_in_eval.__get__(model.encoder, nn.Module)
 
 
 def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
