@@ -49,7 +49,7 @@ def torchvision_pipeline(name: str, size: int = 256) -> TorchvisionTwoViews:
     """
     from torchvision.transforms import v2
 
-    from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     def jitter(p: float, **ranges: tuple[float, float]) -> v2.RandomApply:
         return v2.RandomApply([v2.ColorJitter(**ranges)], p=p)

@@ -278,9 +278,9 @@ def _bench(backbone: str) -> None:
     from huggingface_hub import constants
 
     constants.HF_HUB_OFFLINE = False
+    from sslzoo.hub import load_encoder, sha256_file
     from sslzoo.hub.publish import publish
     from sslzoo.hub.pull import pull
-    from sslzoo.hub.registry import load_encoder, sha256_file
     from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
 
     name = f"simclr-{backbone}-monuseg"

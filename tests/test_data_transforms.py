@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sslzoo.data.io import write_image
+from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.data.pretext_dataset import TwoViewDataset
 from sslzoo.data.synthetic import synthetic_nuclei
 from sslzoo.data.transforms import (
@@ -24,7 +25,6 @@ from sslzoo.data.transforms import (
     view_augmentation,
 )
 from sslzoo.errors import ConfigError
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)

@@ -215,7 +215,7 @@ def test_instance_end_to_end_and_cached_second_call(nuclei_dir, tmp_path, monkey
     # the saved segmenter reproduces the stored score on the stored evaluation images
     stored = json.loads((out / "segmenter.json").read_text())
     assert stored["task"] == "instance" and stored["tile_size"] == 64 and stored["backbone"] == "resnet18"
-    from sslzoo.downstream.watershed import FIXED_WATERSHED
+    from sslzoo.models.postprocess import FIXED_WATERSHED
 
     assert config.watershed == "fixed"  # the study-comparison default: the authors' fixed post-processing
     assert stored["watershed"] == FIXED_WATERSHED.model_dump(mode="json")

@@ -2,14 +2,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from sslzoo.downstream.watershed import (
-    FIXED_WATERSHED,
-    WatershedParams,
-    distance_to_instances,
-    remove_small_and_relabel,
-    tune_watershed,
-)
+from sslzoo.downstream.watershed import tune_watershed
 from sslzoo.errors import DataError
+from sslzoo.models.postprocess import FIXED_WATERSHED, WatershedParams, distance_to_instances, remove_small_and_relabel
 
 
 def _disks(shape, centres, radius):

@@ -119,6 +119,6 @@ def test_package_exports_resolve_lazily() -> None:
 
     for name in hub.__all__:
         assert getattr(hub, name) is not None
-    assert hub.load_encoder.__module__ == "sslzoo.hub.registry"
+    assert hub.load_encoder.__module__ == "sslzoo.hub.resolve"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         hub.nope  # noqa: B018

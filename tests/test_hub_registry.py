@@ -12,9 +12,10 @@ import torch
 from sslzoo.cli import main
 from sslzoo.errors import ConfigError, NotFoundError
 from sslzoo.hub import defaults, load_encoder, load_segmenter
-from sslzoo.hub.publish import file_hashes, needs_card
-from sslzoo.hub.registry import ZooEntry, get_entry, list_entries, load_registry, record_entry, sha256_file
-from sslzoo.models.encoders import EncoderConfig, create_encoder, encoder_state_dict, resolve_encoder, save_encoder
+from sslzoo.hub.files import file_hashes, sha256_file
+from sslzoo.hub.publish import needs_card
+from sslzoo.hub.registry import ZooEntry, get_entry, list_entries, load_registry, record_entry
+from sslzoo.models.encoders import EncoderConfig, create_encoder, encoder_state_dict, load_encoder_folder, save_encoder
 from sslzoo.models.segmenter import Segmenter, SegmenterConfig
 from sslzoo.models.unet import build_unet
 
@@ -27,7 +28,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A defaults folder holding one tiny segmenter and one encoder, as the package would embed them."""
     root = tmp_path_factory.mktemp("zoo")
     torch.manual_seed(0)
-    model, _ = build_unet("random", "resnet18", "instance")
+    model = build_unet(create_encoder("resnet18"), "resnet18", "instance")
     config = SegmenterConfig(
         task="instance",
         backbone="resnet18",
@@ -136,10 +137,10 @@ def test_load_segmenter_by_alias_from_embedded_defaults(zoo_env: Path, packaged:
     assert segmenter.predict(image).shape == (80, 72)
 
 
-def test_resolve_encoder_reaches_zoo_names_through_the_hub(zoo_env: Path, packaged: Path) -> None:
-    encoder, config = resolve_encoder(ENCODER, backbone="resnet50")
+def test_load_encoder_reaches_zoo_names_through_the_hub(zoo_env: Path, packaged: Path) -> None:
+    encoder, config = load_encoder(ENCODER, backbone="resnet50")
     assert (config.method, config.backbone) == ("simclr", "resnet18")
-    reference, _ = load_encoder(packaged / ENCODER)
+    reference, _ = load_encoder_folder(packaged / ENCODER)
     for key, value in encoder_state_dict(reference).items():
         assert torch.equal(encoder_state_dict(encoder)[key], value)
     same, _ = load_encoder("embed")
@@ -151,8 +152,8 @@ def test_wrong_kind_and_unknown_names_are_refused(zoo_env: Path) -> None:
         load_encoder("nuclei")
     with pytest.raises(ConfigError, match="names an encoder, but a segmenter is needed"):
         load_segmenter(ENCODER)
-    with pytest.raises(ConfigError, match="unknown encoder 'nonsense'"):
-        resolve_encoder("nonsense")
+    with pytest.raises(NotFoundError, match="unknown encoder 'nonsense'"):
+        load_encoder("nonsense")
     with pytest.raises(NotFoundError, match="is not published"):
         load_segmenter("lesion")  # its zoo entry is neither embedded nor in the registry
 

@@ -83,10 +83,11 @@ def test_gradcam_on_a_resnet18_unet_returns_input_sized_maps_and_cleans_up(unet)
 def test_gradcam_works_on_a_frozen_encoder_and_leaves_it_frozen():
     """Issue 12, defect 2: Fig. 5 explains frozen encoders; no gradient reaches a frozen layer4 unless the CAM pass
     enables it. Afterwards the encoder is as frozen as before (no requires_grad, no .grad, same mode)."""
+    from sslzoo.models.encoders import create_encoder
     from sslzoo.models.unet import build_unet
 
     torch.manual_seed(0)
-    model, _ = build_unet("random", "resnet18", "semantic", frozen=True)
+    model = build_unet(create_encoder("resnet18"), "resnet18", "semantic", frozen=True)
     model.train()
     modes = {name: m.training for name, m in model.named_modules()}
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}

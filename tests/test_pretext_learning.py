@@ -63,7 +63,7 @@ def _nn_agreement(encoder: torch.nn.Module, images: np.ndarray, labels: np.ndarr
 def test_simclr_learns_class_structure(tmp_path):
     from sslzoo.data.pretext_dataset import TwoViewDataset
     from sslzoo.data.synthetic import synthetic_two_class_images
-    from sslzoo.models.encoders import create_encoder, load_encoder
+    from sslzoo.models.encoders import create_encoder, load_encoder_folder
     from sslzoo.pretext.base import PretextConfig
     from sslzoo.pretext.train import pretrain
 
@@ -79,7 +79,7 @@ def test_simclr_learns_class_structure(tmp_path):
 
     torch.manual_seed(config.seed)  # pretrain seeds the same way: this is its initial encoder
     random_score = _nn_agreement(create_encoder("resnet18"), test_images, test_labels)
-    trained, _ = load_encoder(out)
+    trained, _ = load_encoder_folder(out)
     trained_score = _nn_agreement(trained, test_images, test_labels)
     chance = 0.5
     assert trained_score > chance + 0.25, (random_score, trained_score)

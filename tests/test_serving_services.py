@@ -59,11 +59,21 @@ def test_model_kind(model_dirs, tmp_path):
     assert model_kind(model_dirs["encoder"]) == "encoder"
     assert model_kind("evaluate") == "evaluate"
     assert model_kind("nuclei") == "segmenter" and model_kind("embed") == "encoder"
-    assert model_kind("densecl-resnet50-monuseg-instance") == "segmenter"
-    with pytest.raises(DataError, match="neither a segmenter"):
+    with pytest.raises(DataError, match="not a model folder"):
         model_kind(tmp_path)
     with pytest.raises(NotFoundError):
         model_kind(str(tmp_path / "missing") + "/")
+
+
+def test_model_kind_of_a_zoo_name_is_read_from_its_files(model_dirs, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("SSLZOO_DEFAULTS_DIR", str(tmp_path / "zoo"))
+    shutil.copytree(model_dirs["semantic"], tmp_path / "zoo" / "simclr-resnet18-isic2017-semantic")
+    assert model_kind("simclr-resnet18-isic2017-semantic") == "segmenter"
+    shutil.copytree(model_dirs["encoder"], tmp_path / "zoo" / "simclr-resnet18-isic2017-instance")  # mislabelled
+    with pytest.raises(DataError, match="names a segmenter, but its files .* hold an encoder"):
+        model_kind("simclr-resnet18-isic2017-instance")
 
 
 def test_segmentation_service_keeps_input_size(model_dirs, samples):

@@ -53,6 +53,7 @@ def _segmenter(model, run_dir, data):
 def _fake_study(tmp_path):
     """Study folder, work folder: simclr's fine-tuned encoder is an untouched copy of its pretrained one; random's
     is the seeded random init with ``layer3`` (Conv3) perturbed."""
+    from sslzoo.hub import load_encoder
     from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
     from sslzoo.models.unet import build_unet
 
@@ -68,9 +69,10 @@ def _fake_study(tmp_path):
     torch.manual_seed(1)
     folder = save_encoder(create_encoder("resnet18"), work / "pretrain" / "simclr-resnet18-d",
                           EncoderConfig(backbone="resnet18", method="simclr", dataset="d"))  # fmt: skip
-    _segmenter(build_unet(str(folder), "resnet18", "instance")[0], work / "runs" / "simclr-d-tuned-rate1-seed0", data)
-    torch.manual_seed(0)  # as finetune's seed_everything(0) before build_unet("random")
-    model, _ = build_unet("random", "resnet18", "instance")
+    simclr = build_unet(load_encoder(folder)[0], "resnet18", "instance")
+    _segmenter(simclr, work / "runs" / "simclr-d-tuned-rate1-seed0", data)
+    torch.manual_seed(0)  # as finetune's seed_everything(0) before load_encoder("random") and build_unet
+    model = build_unet(load_encoder("random", "resnet18")[0], "resnet18", "instance")
     with torch.no_grad():
         for p in model.encoder.layer3.parameters():
             p.add_(0.5 * torch.randn_like(p))

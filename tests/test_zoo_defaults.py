@@ -18,9 +18,8 @@ from sslzoo.cli import main
 from sslzoo.data.datasets import open_dataset
 from sslzoo.data.io import read_image, read_label_map, write_image
 from sslzoo.data.samples import sample_dataset_path
-from sslzoo.hub import defaults
+from sslzoo.hub import defaults, load_encoder, load_segmenter
 from sslzoo.hub.cards import licence_for
-from sslzoo.hub.registry import load_encoder, load_segmenter
 from sslzoo.metrics.segmentation import aji_plus, dice
 
 ALIASES = ("nuclei", "lesion", "embed")

@@ -34,15 +34,15 @@ def _fmt(value: float | None) -> str:
 def compare_encoders(args: argparse.Namespace) -> int:
     import torch
 
+    from sslzoo.hub import load_encoder
     from sslzoo.metrics.representation import encoder_stage_cka, images_loader, select_samples, stage_means
-    from sslzoo.models.encoders import resolve_encoder
 
     if args.batch_size < 4:
         raise ConfigError(f"--batch-size must be at least 4 (unbiased HSIC), got {args.batch_size}")
     torch.manual_seed(args.seed)  # 'random' A and B are two different draws
     device = _device(args.device)
-    encoder_a, config_a = resolve_encoder(args.encoder_a, args.backbone)
-    encoder_b, config_b = resolve_encoder(args.encoder_b, args.backbone)
+    encoder_a, config_a = load_encoder(args.encoder_a, args.backbone)
+    encoder_b, config_b = load_encoder(args.encoder_b, args.backbone)
     if (config_a.mean, config_a.std) != (config_b.mean, config_b.std):
         print(
             f"warning: the encoders expect different normalisation; images use A's mean {config_a.mean} "
@@ -90,12 +90,12 @@ def neighbours(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from sslzoo.hub import load_encoder
     from sslzoo.metrics.representation import embed_images, images_loader, nqc, plot_neighbours, select_samples
-    from sslzoo.models.encoders import resolve_encoder
 
     torch.manual_seed(args.seed)
     device = _device(args.device)
-    encoder, config = resolve_encoder(args.encoder, args.backbone)
+    encoder, config = load_encoder(args.encoder, args.backbone)
     index, samples = select_samples(args.data, args.dataset, args.split, args.max_images, args.seed, labelled=True)
     labels = [str(s.label) for s in samples]
     size = args.size or config.input_size

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from sslzoo.hub.names import DEFAULT_NAMESPACE, NAME_FORMAT, NAMESPACE_ENV
+
+if TYPE_CHECKING:
+    from sslzoo.hub.registry import ZooEntry
 
 WEIGHTS_DTYPES = ("float16", "bfloat16", "float32")  # sslzoo.models.encoders.WeightsDtype; no torch import for --help
 
@@ -110,19 +114,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "card",
         help="write the model card (README.md) of a model folder",
         description=(
-            "Generate the model card of DIR from its config and optional evaluation results: YAML metadata "
+            "Generate the model card of MODEL from its config and optional evaluation results: YAML metadata "
             "(licence of the training data, tags, datasets, metrics, pipeline tag, base model, model-index) and "
             "the sections intended use, not for clinical use, out-of-scope use, training data, training "
             "procedure, input contract, evaluation, limitations, citation."
         ),
     )
-    card.add_argument("folder", metavar="DIR", help="model folder (encoder or segmenter)")
+    card.add_argument(
+        "folder",
+        metavar="MODEL",
+        help="model folder (encoder or segmenter), or an alias / zoo name: its card is then printed (or written "
+        "to --out), never into the packaged or cached folder",
+    )
     card.add_argument("--repo", default=None, metavar="NAMESPACE/NAME", help="repo id the card describes")
     card.add_argument(
         "--evaluation", default=None, metavar="JSON", help="evaluation results ('sslzoo evaluate' output)"
     )
     card.add_argument("--evaluation-dataset", default=None, metavar="TEXT", help="what the evaluation ran on")
-    card.add_argument("--out", default=None, metavar="FILE", help="where to write (default DIR/README.md)")
+    card.add_argument(
+        "--out", default=None, metavar="FILE", help="where to write (default: DIR/README.md; stdout for a name)"
+    )
     card.set_defaults(handler=_card)
 
     pack = zoo_commands.add_parser(
@@ -211,6 +222,17 @@ def _pull(args: argparse.Namespace) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
         return 0
+    if result.where == "packaged":
+        from sslzoo.hub.defaults import packaged_folder
+
+        alias = f" (alias {args.name})" if args.name != result.name else ""
+        copied = f"; copied to {args.out}" if args.out else ""
+        print(
+            f"{result.name}{alias} is packaged with sslzoo in {packaged_folder(result.name)}: "
+            f"{len(result.files)} files, nothing to download{copied}"
+        )
+        print(result.folder)
+        return 0
     status = "verified against the registry" if result.verified else "NOT verified (not pinned in the registry)"
     print(
         f"{result.repo_id}@{result.revision} (commit {result.commit}, {result.where}): {len(result.files)} files, "
@@ -233,6 +255,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if not entries:
         print("no zoo entries are published or embedded yet; 'sslzoo zoo list --all' shows the planned names")
+        _print_aliases(entries)
         return 0
     header = ("name", "kind", "method", "backbone", "dataset", "task", "metrics", "licence", "where")
     rows = [
@@ -242,21 +265,58 @@ def _list(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    _print_aliases(entries)
     return 0
 
 
-def _card(args: argparse.Namespace) -> int:
-    from sslzoo.hub.cards import write_card
-    from sslzoo.hub.publish import load_evaluation
+def _print_aliases(entries: list[ZooEntry]) -> None:
+    """The served aliases and the entries they stand for (``sslzoo predict nuclei ...`` works with either)."""
+    from sslzoo.hub.defaults import ALIAS_TARGETS
 
-    path = write_card(
-        args.folder,
-        out=args.out,
+    where = {e.name: e.where for e in entries}
+    width = max(len(alias) for alias in ALIAS_TARGETS)
+    print("\naliases (usable wherever a model name is):")
+    for alias, target in ALIAS_TARGETS.items():
+        status = where.get(target, "not installed: neither embedded nor in the registry")
+        print(f"  {alias:<{width}}  -> {target} ({status})")
+
+
+def _card(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sslzoo.errors import ConfigError
+    from sslzoo.hub.cards import card_for_folder, write_card
+    from sslzoo.hub.publish import load_evaluation
+    from sslzoo.hub.resolve import resolve_model
+
+    evaluation = load_evaluation(args.evaluation)
+    resolved = resolve_model(args.folder)
+    if resolved.source == "folder":
+        path = write_card(
+            args.folder,
+            out=args.out,
+            repo_id=args.repo,
+            evaluation=evaluation,
+            evaluation_dataset=args.evaluation_dataset,
+        )
+        print(path)
+        return 0
+    if resolved.path is None:
+        raise ConfigError(f"{args.folder!r} is a baseline initialisation: it has no folder and no model card")
+    card = card_for_folder(
+        resolved.path,
+        name=resolved.name,
         repo_id=args.repo,
-        evaluation=load_evaluation(args.evaluation),
+        evaluation=evaluation,
         evaluation_dataset=args.evaluation_dataset,
     )
-    print(path)
+    if args.out is None:
+        print(str(card))
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    card.save(str(out))
+    print(out)
     return 0
 
 

@@ -25,8 +25,8 @@ import torch
 from albumentations.pytorch import ToTensorV2
 
 from sslzoo.data.io import to_rgb_uint8
+from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import ConfigError
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
 #: Datasets whose pretraining uses the authors' MoNuSeg augmentation list.
 PAPER_LIST_DATASETS = ("monuseg", "dsb2018")

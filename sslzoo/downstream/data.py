@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sslzoo.data.datasets import DatasetIndex, Sample
+from sslzoo.data.resize import resize_image, resize_labels
 from sslzoo.data.subsets import rate_subset, train_val_split
 from sslzoo.data.targets import distance_map_target
 from sslzoo.data.tiling import Tile, pad_to, tile_grid
@@ -217,20 +218,6 @@ class TileSet(Dataset):
             return normalize_to_tensor(image), torch.from_numpy(np.ascontiguousarray(target))[None]
         out = self.transform(image=image, mask=self.labels[item], distance=target)
         return out["image"], torch.as_tensor(out["distance"], dtype=torch.float32)[None]
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Squeeze an ``H x W x C`` image to ``size x size`` (area interpolation; aspect ratio not kept)."""
-    import cv2
-
-    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """Squeeze a label map to ``size x size`` with nearest-neighbour sampling (labels stay labels)."""
-    import cv2
-
-    return cv2.resize(labels.astype(np.int32), (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def seed_worker_transform(worker_id: int) -> None:

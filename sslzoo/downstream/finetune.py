@@ -5,9 +5,9 @@ Steps:
 
 1. data (:mod:`sslzoo.downstream.data`): training tiles, validation tiles, the nested
    annotation-rate subset, and the fixed evaluation images;
-2. model: ``build_unet(init, backbone, task, frozen, frozen_bn, decoder_channels)`` (decoder widths
-   512..32 as the authors; a frozen encoder keeps batch norm in train mode unless ``frozen_bn="eval"``);
-   loss = Dice loss on logits (semantic,
+2. model: ``build_unet(load_encoder(init, backbone), backbone, task, frozen, frozen_bn=..., decoder_channels=...)``
+   (decoder widths 512..32 as the authors; a frozen encoder keeps batch norm in train mode unless
+   ``frozen_bn="eval"``); loss = Dice loss on logits (semantic,
    ``smp.losses.DiceLoss("binary")``) or smooth-L1 on the per-object distance map (instance);
    Adam (lr 1e-3, paper), ``ReduceLROnPlateau`` (factor 0.5, patience ``max(1, patience // 2)``, min lr
    1e-5; the authors' 0.5 / 20 / 1e-5 with the default ``patience`` 40) and early stopping (``patience``
@@ -436,8 +436,17 @@ def _model_and_data(config: FinetuneConfig, index: Any, task: Task, progress: bo
     from sslzoo.models.unet import build_unet
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model, encoder_config = build_unet(
-        config.init, config.backbone, task, config.frozen, config.frozen_bn, config.decoder_channels
+    from sslzoo.hub.resolve import load_encoder
+
+    encoder, encoder_config = load_encoder(config.init, config.backbone)
+    model = build_unet(
+        encoder,
+        encoder_config.backbone,
+        task,
+        config.frozen,
+        source=config.init,
+        frozen_bn=config.frozen_bn,
+        decoder_channels=config.decoder_channels,
     )
     prepared = prepare_data(
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
@@ -589,7 +598,7 @@ def _set_watershed(segmenter: Any, prepared: Any, mode: WatershedMode) -> None:
     """Instance: the authors' fixed watershed setting (``fixed``, the default, identical for every method), or
     the parameters tuned on the run's TRAINING tiles (``tuned``) with their AJI+ in the record."""
     if mode == "fixed":
-        from sslzoo.downstream.watershed import FIXED_WATERSHED
+        from sslzoo.models.postprocess import FIXED_WATERSHED
 
         segmenter.config.watershed = FIXED_WATERSHED.model_copy()
         return

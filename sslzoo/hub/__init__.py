@@ -1,5 +1,8 @@
 """The model zoo on the Hugging Face Hub: names, registry, model cards, publish, pull and packaging.
 
+:func:`load_encoder` / :func:`load_segmenter` (:mod:`sslzoo.hub.resolve`) turn any spec (baseline,
+folder, alias, zoo name, repo id) into a model; :func:`resolve_model` says what a spec names and where it is.
+
 Exports are loaded lazily so that importing ``sslzoo.hub`` (as the CLI does for ``--help``)
 does not import torch or ``huggingface_hub``. The upload, download and packaging functions live in
 their modules (``sslzoo.hub.publish.publish``, ``sslzoo.hub.pull.pull``, ``sslzoo.hub.package.package``):
@@ -23,15 +26,19 @@ _EXPORTS: dict[str, str] = {
     "record_entry": "registry",
     "get_entry": "registry",
     "list_entries": "registry",
-    "locate": "registry",
-    "load_encoder": "registry",
-    "load_segmenter": "registry",
+    "ResolvedModel": "resolve",
+    "resolve_model": "resolve",
+    "read_kind": "resolve",
+    "locate": "resolve",
+    "load_encoder": "resolve",
+    "load_segmenter": "resolve",
     "build_card": "cards",
     "card_for_folder": "cards",
     "write_card": "cards",
     "licence_for": "cards",
     "PublishResult": "publish",
-    "file_hashes": "publish",
+    "file_hashes": "files",
+    "sha256_file": "files",
     "PullResult": "pull",
     "PackageResult": "package",
     "resolve_alias": "defaults",

@@ -17,12 +17,10 @@ from pydantic import BaseModel
 
 from sslzoo.errors import ConfigError, DataError
 from sslzoo.hub.cards import CARD_FILE, entry_name_for, read_folder_config, write_card
+from sslzoo.hub.files import IGNORED_PARTS, file_hashes
 from sslzoo.hub.names import is_zoo_name, split_repo_id
 from sslzoo.hub.pull import hub_endpoint, offline_mode
-from sslzoo.hub.registry import ZooEntry, record_entry, sha256_file
-
-#: Never uploaded (huggingface_hub skips these too).
-IGNORED_PARTS = (".git", ".cache")
+from sslzoo.hub.registry import ZooEntry, record_entry
 
 
 class PublishResult(BaseModel):
@@ -36,16 +34,6 @@ class PublishResult(BaseModel):
     entry: ZooEntry | None
     card_written: bool
     registry: Path | None = None
-
-
-def file_hashes(folder: str | Path) -> dict[str, str]:
-    """``{relative posix path: sha256}`` of every file under ``folder`` (not ``.git``/``.cache``)."""
-    folder = Path(folder)
-    return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not any(part in IGNORED_PARTS for part in p.relative_to(folder).parts)
-    }
 
 
 def needs_card(folder: str | Path) -> bool:

@@ -5,7 +5,8 @@ is known; ``snapshot_download`` for other repos), so the usual settings apply: `
 (a mirror), ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE=1`` (no network: the
 files must already be cached). Registry entries are pinned: their revision is the registry's
 (normally a commit sha) and each file must match the registry's sha256, else it is removed from
-the cache and refused.
+the cache and refused. An entry embedded in the package (:mod:`sslzoo.hub.defaults`) needs no
+download: pulling it (or its alias) reports the packaged folder.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sslzoo.errors import ConfigError, DataError, NotFoundError
-from sslzoo.hub.defaults import resolve_alias
-from sslzoo.hub.names import hub_namespace, parse_name, split_repo_id
-from sslzoo.hub.registry import ZooEntry, get_entry, sha256_file
+from sslzoo.hub.defaults import packaged_folder, resolve_alias
+from sslzoo.hub.files import file_hashes, sha256_file
+from sslzoo.hub.names import hub_namespace, is_zoo_name, parse_name, split_repo_id
+from sslzoo.hub.registry import ZooEntry, get_entry
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -35,7 +37,7 @@ class PullResult(BaseModel):
     folder: Path
     files: dict[str, str]
     verified: bool
-    where: str  # "cached" (no download needed) or "hub"
+    where: str  # "packaged" (embedded in sslzoo), "cached" (no download needed) or "hub"
 
 
 def hub_endpoint(endpoint: str | None = None) -> str | None:
@@ -70,29 +72,51 @@ def pull(
     """Fetch zoo entry, alias or repo id ``name`` into the HF cache (cache first, then the Hub).
 
     Registry entries are checked file by file against their sha256; a mismatch raises
-    :class:`DataError` and the bad file is removed from the cache. ``out`` copies the files there.
+    :class:`DataError` and the bad file is removed from the cache. An embedded default (no ``revision``
+    asked for) is not downloaded: the result points at its packaged folder (``where="packaged"``).
+    ``out`` copies the files there.
     """
     spec = resolve_alias(name)
     repo_namespace, entry_name = split_repo_id(spec)
     entry = get_entry(entry_name, namespace=repo_namespace or namespace)
-    if entry is None and repo_namespace is None:
+    embedded = repo_namespace is None and revision is None and is_zoo_name(entry_name)
+    packaged = packaged_folder(entry_name) if embedded else None
+    if packaged is not None:
+        result = _packaged_result(entry_name, packaged, entry, namespace)
+    elif entry is None and repo_namespace is None:
         parse_name(entry_name)  # a clear error for malformed names
         raise NotFoundError(
             f"{entry_name!r} is not published: it has no entry in the zoo registry ('sslzoo zoo list --all' shows "
             f"planned ones); pass a repo id NAMESPACE/{entry_name} to fetch an unlisted repo without verification"
         )
-    repo_id = entry.repo_id if entry else f"{hub_namespace(repo_namespace)}/{entry_name}"
-    if entry is not None and not entry.files:
-        raise ConfigError(
-            f"registry entry {entry.name!r} lists no files; record it again with 'sslzoo publish --record'"
-        )
-    if entry is not None:
-        result = _pull_entry(entry, repo_id, revision, endpoint, cache_dir, token)
     else:
-        result = _pull_snapshot(entry_name, repo_id, revision or "main", endpoint, cache_dir, token)
+        repo_id = entry.repo_id if entry else f"{hub_namespace(repo_namespace)}/{entry_name}"
+        if entry is not None and not entry.files:
+            raise ConfigError(
+                f"registry entry {entry.name!r} lists no files; record it again with 'sslzoo publish --record'"
+            )
+        if entry is not None:
+            result = _pull_entry(entry, repo_id, revision, endpoint, cache_dir, token)
+        else:
+            result = _pull_snapshot(entry_name, repo_id, revision or "main", endpoint, cache_dir, token)
     if out is not None:
         result = result.model_copy(update={"folder": _copy_files(result.folder, result.files, Path(out))})
     return result
+
+
+def _packaged_result(name: str, folder: Path, entry: ZooEntry | None, namespace: str | None) -> PullResult:
+    """The embedded folder of ``name`` as a pull result; verified when the registry pins the same hashes."""
+    files = file_hashes(folder)
+    return PullResult(
+        name=name,
+        repo_id=entry.repo_id if entry else f"{hub_namespace(namespace)}/{name}",
+        revision=entry.revision if entry else "packaged",
+        commit=None,
+        folder=folder,
+        files=files,
+        verified=entry is not None and entry.files == files,
+        where="packaged",
+    )
 
 
 def _download_errors() -> tuple[type[Exception], ...]:
@@ -208,7 +232,7 @@ def _pull_snapshot(name: str, repo_id: str, revision: str, endpoint: str | None,
             folder = Path(snapshot_download(**common))
         except _download_errors() as exc:
             raise _explain(exc, repo_id, revision, endpoint) from exc
-    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = file_hashes(folder)
     return PullResult(
         name=name,
         repo_id=repo_id,

@@ -2,28 +2,23 @@
 
 The registry is a JSON file shipped in the package (``sslzoo/hub/registry.json``;
 ``$SSLZOO_HUB_REGISTRY`` points at another one). ``sslzoo publish --record`` adds the entry it
-published. Names resolve, in this order (:func:`locate`):
-
-1. an existing folder path;
-2. a served alias (``nuclei``, ``lesion``, ``embed``) -> its zoo entry;
-3. the embedded defaults (:mod:`sslzoo.hub.defaults`);
-4. the Hugging Face cache, then the Hub (:func:`sslzoo.hub.pull.pull`), every file checked against
-   the registry's sha256 before it is used.
+published. How a name becomes a model (folder, alias, embedded default, cache, Hub) is
+:mod:`sslzoo.hub.resolve`; this module only reads and writes the registry and lists the entries.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from sslzoo.errors import ConfigError, DataError
-from sslzoo.hub.defaults import packaged_folder, packaged_names, resolve_alias
+from sslzoo.errors import ConfigError
+from sslzoo.hub.defaults import ALIAS_TARGETS, packaged_folder, packaged_names, resolve_alias
+from sslzoo.hub.files import file_hashes
 from sslzoo.hub.names import (
     DEFAULT_NAMESPACE,
     NAMESPACE_ENV,
@@ -31,15 +26,8 @@ from sslzoo.hub.names import (
     hub_namespace,
     parse_name,
     planned_names,
-    split_repo_id,
 )
 from sslzoo.vocabulary import Task
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from sslzoo.models.encoders import EncoderConfig
-    from sslzoo.models.segmenter import Segmenter
 
 REGISTRY_ENV = "SSLZOO_HUB_REGISTRY"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -73,6 +61,7 @@ class ZooEntry(BaseModel):
     licence: str = "other"
     metrics: dict[str, float] = Field(default_factory=dict)
     where: Where = "hub"
+    aliases: list[str] = Field(default_factory=list, description="served aliases naming this entry (not stored)")
 
     @field_validator("files")
     @classmethod
@@ -157,7 +146,7 @@ def save_registry(registry: Registry, path: str | Path | None = None) -> Path:
     file.parent.mkdir(parents=True, exist_ok=True)
     entries = sorted(registry.entries, key=lambda e: e.name)
     data = registry.model_copy(update={"entries": entries}).model_dump(
-        mode="json", exclude={"entries": {"__all__": {"where"}}}
+        mode="json", exclude={"entries": {"__all__": {"where", "aliases"}}}
     )
     file.write_text(json.dumps(data, indent=2) + "\n")
     return file
@@ -178,15 +167,6 @@ def get_entry(name: str, namespace: str | None = None, registry: Registry | None
     return entry.with_namespace(namespace) if entry else None
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _is_cached(entry: ZooEntry, cache_dir: str | Path | None) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
@@ -200,8 +180,6 @@ def _is_cached(entry: ZooEntry, cache_dir: str | Path | None) -> bool:
 
 
 def _entry_from_folder(name: str, folder: Path, namespace: str | None) -> ZooEntry:
-    from sslzoo.hub.publish import file_hashes
-
     metrics: dict[str, float] = {}
     segmenter_json = folder / "segmenter.json"
     if segmenter_json.is_file():
@@ -234,85 +212,8 @@ def list_entries(
     if include_planned:
         for name in planned_names():
             entries.setdefault(name, ZooEntry.from_name(name, namespace, where="planned"))
+    for alias, target in ALIAS_TARGETS.items():
+        if target in entries:
+            entries[target] = entries[target].model_copy(update={"aliases": [*entries[target].aliases, alias]})
     order = {"packaged": 0, "cached": 1, "hub": 2, "planned": 3}
     return sorted(entries.values(), key=lambda e: (order[e.where], e.kind, e.dataset, e.name))
-
-
-def locate(
-    name_or_path: str | Path,
-    *,
-    namespace: str | None = None,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    endpoint: str | None = None,
-) -> Path:
-    """A local folder holding the model ``name_or_path`` names (see the module docstring for the order)."""
-    spec = str(name_or_path)
-    if Path(spec).exists():
-        if not Path(spec).is_dir():
-            raise DataError(f"{spec}: expected a model folder (model.safetensors + config.json), got a file")
-        return Path(spec)
-    name = resolve_alias(spec)
-    if "/" not in name:
-        folder = packaged_folder(name)
-        if folder is not None:
-            return folder
-    from sslzoo.hub.pull import pull
-
-    return pull(name, revision=revision, namespace=namespace, cache_dir=cache_dir, endpoint=endpoint).folder
-
-
-def load_encoder(
-    name_or_path: str | Path, *, namespace: str | None = None, revision: str | None = None
-) -> tuple[nn.Module, EncoderConfig]:
-    """Encoder + :class:`EncoderConfig` from a folder, an alias or a zoo name (packaged -> cache -> Hub)."""
-    from sslzoo.models.encoders import CONFIG_FILE, EncoderConfig
-    from sslzoo.models.encoders import load_encoder as load_encoder_folder
-
-    spec = str(name_or_path)
-    _check_kind(spec, "encoder")
-    folder = locate(spec, namespace=namespace, revision=revision)
-    if (folder / "segmenter.json").is_file():
-        raise ConfigError(f"{spec} is a segmenter, not an encoder; use load_segmenter, or name its encoder entry")
-    if not (folder / CONFIG_FILE).is_file():
-        raise DataError(f"{folder}: no {CONFIG_FILE}; an encoder folder holds model.safetensors + {CONFIG_FILE}")
-    encoder, config = load_encoder_folder(folder)
-    assert isinstance(config, EncoderConfig)  # CONFIG_FILE exists, so it was read
-    return encoder, config
-
-
-def load_segmenter(
-    name_or_path: str | Path, *, device: str = "cpu", namespace: str | None = None, revision: str | None = None
-) -> Segmenter:
-    """:class:`~sslzoo.models.segmenter.Segmenter` from a folder, an alias or a zoo name."""
-    from sslzoo.models.segmenter import Segmenter
-
-    spec = str(name_or_path)
-    _check_kind(spec, "segmenter")
-    return Segmenter.from_pretrained(locate(spec, namespace=namespace, revision=revision), device=device)
-
-
-def _check_kind(spec: str, wanted: Kind) -> None:
-    """Refuse early when a zoo name (or alias) names the other kind of model, or is no name at all.
-
-    A repo id ``NAMESPACE/NAME`` may have any name; it is checked only when its name is a zoo name.
-    """
-    if Path(spec).exists():
-        return
-    namespace, entry_name = split_repo_id(resolve_alias(spec))
-    try:
-        parsed = parse_name(entry_name)
-    except ConfigError as exc:
-        if namespace is not None:
-            return
-        raise ConfigError(
-            f"unknown {wanted} {spec!r}: not a folder, alias or zoo name ({exc}); "
-            "'sslzoo zoo list' shows the published entries"
-        ) from exc
-    if parsed.kind != wanted:
-        hint = f"; its encoder entry is {parsed.encoder_name}" if parsed.kind == "segmenter" else ""
-        raise ConfigError(f"{spec!r} names {_a(parsed.kind)}, but {_a(wanted)} is needed{hint}")
-
-
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"

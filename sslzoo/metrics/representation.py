@@ -493,7 +493,7 @@ def images_loader(
     :mod:`sslzoo.data.transforms` (shorter side to ``size``, centre crop, normalised with ``mean``/``std``,
     ImageNet's by default)."""
     from sslzoo.data.transforms import EvalTransform
-    from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 
     transform = EvalTransform(size, mean or IMAGENET_MEAN, std or IMAGENET_STD)
     return torch.utils.data.DataLoader(

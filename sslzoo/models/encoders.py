@@ -21,14 +21,12 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from sslzoo import __version__
+from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from sslzoo.errors import ConfigError, DataError
-from sslzoo.vocabulary import BACKBONES
+from sslzoo.vocabulary import BACKBONES, BASELINES
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SUPPORTED_BACKBONES: tuple[str, ...] = BACKBONES
 
@@ -113,8 +111,12 @@ def read_encoder_files(path: str | Path) -> tuple[dict[str, torch.Tensor], Encod
     return state, config
 
 
-def load_encoder(path: str | Path, backbone: str | None = None) -> tuple[nn.Module, EncoderConfig | None]:
-    """Build the encoder described by an exported folder and load its weights strictly."""
+def load_encoder_folder(path: str | Path, backbone: str | None = None) -> tuple[nn.Module, EncoderConfig | None]:
+    """Build the encoder described by an exported folder and load its weights strictly.
+
+    Only folders (or a bare ``.safetensors`` file); names, aliases and baselines go through
+    ``sslzoo.hub.load_encoder``. ``backbone`` is used only when the folder has no ``config.json``.
+    """
     state, config = read_encoder_files(path)
     backbone = backbone or (config.backbone if config else None)
     if backbone is None:
@@ -136,37 +138,25 @@ def load_encoder_state(encoder: nn.Module, state: dict[str, torch.Tensor], sourc
         ) from exc
 
 
-def resolve_encoder(spec: str | Path, backbone: str = "resnet50") -> tuple[nn.Module, EncoderConfig]:
-    """Encoder from ``random`` | ``imagenet`` | an exported folder (zoo names: see ``sslzoo.hub``).
+def baseline_encoder(method: str, backbone: str = "resnet50") -> tuple[nn.Module, EncoderConfig]:
+    """An untrained initialisation: ``random`` (smp's init, drawn from torch's global RNG) or ``imagenet``.
 
     ``imagenet`` downloads through smp / the Hugging Face Hub; offline (or with
     ``HF_HUB_OFFLINE=1`` and an empty cache) it fails with a :class:`ConfigError`
     that says how to fix it.
     """
-    spec_str = str(spec)
-    if spec_str == "random":
-        encoder = create_encoder(backbone)
-        return encoder, EncoderConfig(backbone=backbone, method="random", dataset="none")
-    if spec_str == "imagenet":
-        try:
-            encoder = create_encoder(backbone, weights="imagenet")
-        except Exception as exc:  # network / cache errors come in many types
-            raise ConfigError(
-                f"cannot load ImageNet weights for {backbone} ({type(exc).__name__}: {exc}); they are downloaded "
-                "from the Hugging Face Hub on first use: go online once, or fill the HF cache "
-                "(HF_HOME) from a machine that is, or use --init random"
-            ) from exc
-        return encoder, EncoderConfig(backbone=backbone, method="imagenet", dataset="imagenet")
-    if Path(spec_str).exists():
-        has_config = (Path(spec_str) / CONFIG_FILE).exists()
-        encoder, config = load_encoder(spec_str, backbone=None if has_config else backbone)
-        return encoder, config or EncoderConfig(backbone=backbone, method="unknown", dataset="unknown")
-    try:  # a zoo name, once the hub module provides it
-        from sslzoo.hub import load_encoder as load_zoo_encoder  # type: ignore[attr-defined]
-    except ImportError:
-        load_zoo_encoder = None
-    if load_zoo_encoder is not None:
-        return load_zoo_encoder(spec_str)
-    raise ConfigError(
-        f"unknown encoder {spec_str!r}: pass 'random', 'imagenet', or a folder holding {WEIGHTS_FILE} + {CONFIG_FILE}"
-    )
+    if method == "random":
+        return create_encoder(backbone), EncoderConfig(backbone=backbone, method="random", dataset="none")
+    if method != "imagenet":
+        raise ConfigError(f"unknown baseline {method!r}; choose one of {', '.join(BASELINES)}")
+    try:
+        encoder = create_encoder(backbone, weights="imagenet")
+    except ConfigError:
+        raise
+    except Exception as exc:  # network / cache errors come in many types
+        raise ConfigError(
+            f"cannot load ImageNet weights for {backbone} ({type(exc).__name__}: {exc}); they are downloaded "
+            "from the Hugging Face Hub on first use: go online once, or fill the HF cache "
+            "(HF_HOME) from a machine that is, or use --init random"
+        ) from exc
+    return encoder, EncoderConfig(backbone=backbone, method="imagenet", dataset="imagenet")

@@ -14,7 +14,7 @@ output with linear blending (resized back to the image's size), then
 
 - semantic: foreground = sigmoid(logit) > ``threshold`` → 0/1 mask;
 - instance: the output is the predicted distance map → seeded watershed
-  (``sslzoo.downstream.watershed``) → instance ids 1..N.
+  (:mod:`sslzoo.models.postprocess`) → instance ids 1..N.
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ import torch
 from pydantic import BaseModel, Field
 
 from sslzoo import __version__
+from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from sslzoo.data.resize import resize_image, resize_map
 from sslzoo.data.tiling import extract_tiles, stitch_tiles
 from sslzoo.data.transforms import normalize_to_tensor
-from sslzoo.downstream.watershed import WatershedParams, distance_to_instances
 from sslzoo.errors import DataError, NotFoundError
-from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD, WeightsDtype, weights_dtype_of
+from sslzoo.models.encoders import WeightsDtype, weights_dtype_of
+from sslzoo.models.postprocess import WatershedParams, distance_to_instances
 from sslzoo.vocabulary import Task
 
 SEGMENTER_FILE = "segmenter.json"
@@ -85,7 +87,8 @@ class Segmenter:
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
+        smp_model: Any = self.model  # an smp model: it has smp's save_pretrained
+        smp_model.save_pretrained(str(folder))
         config = self.config.model_copy(update={"weights_dtype": weights_dtype_of(self.model.state_dict())})
         (folder / SEGMENTER_FILE).write_text(config.model_dump_json(indent=2) + "\n")
         return folder
@@ -112,12 +115,8 @@ class Segmenter:
             raise DataError(f"expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
         height, width = image.shape[:2]
         if self.config.resize_to:
-            import cv2
-
-            from sslzoo.downstream.data import resize_image
-
             small = self.predict_tiles(resize_image(image, self.config.resize_to), batch_size)
-            return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+            return resize_map(small, height, width)
         return self.predict_tiles(image, batch_size)
 
     @torch.no_grad()

@@ -89,10 +89,10 @@ def _timing_callback() -> Any:
 
 # ---------------------------------------------------------------------------- API
 def export_baseline(config: PretextConfig, out_dir: str | Path) -> Path:
-    """``random`` / ``imagenet``: nothing to train, export ``resolve_encoder(method)`` as it is."""
-    from sslzoo.models.encoders import resolve_encoder, save_encoder
+    """``random`` / ``imagenet``: nothing to train, export ``baseline_encoder(method)`` as it is."""
+    from sslzoo.models.encoders import baseline_encoder, save_encoder
 
-    encoder, enc_config = resolve_encoder(config.method, backbone=config.backbone)
+    encoder, enc_config = baseline_encoder(config.method, backbone=config.backbone)
     enc_config = enc_config.model_copy(
         update={"input_size": config.input_size, "training": config.model_dump(mode="json")}
     )

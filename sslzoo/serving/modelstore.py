@@ -14,18 +14,15 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslzoo.errors import ConfigError, DataError, NotFoundError, SslzooError
 from sslzoo.serving.adapter import SPEC_FILE
 from sslzoo.serving.schemas import ServedModel
-from sslzoo.serving.services import (
-    DEFAULT_ALIASES,
-    EVALUATE,
-    hub_function,
-    load_encoder,
-    load_segmenter,
-    model_kind,
-)
+from sslzoo.serving.services import EVALUATE, EmbeddingService, SegmentationService
+
+if TYPE_CHECKING:
+    from sslzoo.hub.resolve import ResolvedModel
 
 #: Handler file per model kind (in ``handlers/``).
 HANDLER_FILES: dict[str, str] = {
@@ -77,7 +74,9 @@ def parse_model_args(items: list[str] | None) -> dict[str, str]:
 
 def default_models() -> dict[str, str]:
     """The embedded defaults ``nuclei``, ``lesion``, ``embed`` (resolved by ``sslzoo.hub``) + ``evaluate``."""
-    return {**{alias: alias for alias in DEFAULT_ALIASES}, EVALUATE: EVALUATE}
+    from sslzoo.hub.defaults import ALIAS_TARGETS
+
+    return {**{alias: alias for alias in ALIAS_TARGETS}, EVALUATE: EVALUATE}
 
 
 def _write_manifest(entry: Path, name: str, handler: str) -> None:
@@ -89,18 +88,32 @@ def _write_manifest(entry: Path, name: str, handler: str) -> None:
     (entry / "MAR-INF" / "MANIFEST.json").write_text(ModelExportUtils.generate_manifest_json(config))
 
 
-def _save_model(kind: str, source: str, target: Path) -> str | None:
-    """Copy the model folder into ``target`` and load it back (validation); returns the task of a segmenter.
+def _save_model(resolved: ResolvedModel, target: Path) -> str | None:
+    """Copy the resolved model folder into ``target`` and load it back (validation); returns a segmenter's task.
 
-    A zoo name or alias is resolved to its local folder first (embedded default, HF cache, or pulled now), so
-    every model is copied as stored: compact fp16 entries stay fp16.
+    A zoo name or alias was resolved to its local folder (embedded default, HF cache, or pulled now), so every
+    model is copied as stored: compact fp16 entries stay fp16.
     """
-    folder = Path(source) if Path(source).is_dir() else hub_function("locate")(source)
-    shutil.copytree(folder, target)
-    if kind == "segmenter":
-        return load_segmenter(target, "cpu").config.task
-    load_encoder(target, "cpu")
+    if resolved.path is None or not resolved.path.is_dir():
+        raise ConfigError(
+            f"{resolved.spec!r} is not a model folder; serve a folder made by 'sslzoo pretrain' / 'sslzoo finetune' "
+            "or a zoo name"
+        )
+    shutil.copytree(resolved.path, target)
+    if resolved.kind == "segmenter":
+        return SegmentationService.load("check", target, "cpu").task
+    EmbeddingService.load("check", target, "cpu")
     return None
+
+
+def _resolve(name: str, source: str) -> ResolvedModel:
+    """The model behind ``source`` (:func:`sslzoo.hub.resolve_model`), its errors naming the served ``name``."""
+    from sslzoo.hub.resolve import resolve_model
+
+    try:
+        return resolve_model(source)
+    except SslzooError as exc:
+        raise type(exc)(f"model {name!r} ({source}): {exc}") from exc
 
 
 def build_model_store(
@@ -120,15 +133,16 @@ def build_model_store(
     for name, source in models.items():
         if not _NAME.match(name):
             raise ConfigError(f"bad model name {name!r}; use letters, digits, '-', '_' or '.'")
-        kind = model_kind(source)
+        resolved = None if source == EVALUATE else _resolve(name, source)
+        kind = EVALUATE if resolved is None else resolved.kind
         entry = store / name
         if entry.exists():
             shutil.rmtree(entry)
         entry.mkdir(parents=True)
         task = None
-        if kind != EVALUATE:
+        if resolved is not None:
             try:
-                task = _save_model(kind, source, entry / MODEL_FOLDER)
+                task = _save_model(resolved, entry / MODEL_FOLDER)
             except SslzooError as exc:
                 shutil.rmtree(entry, ignore_errors=True)
                 raise type(exc)(f"model {name!r} ({source}): {exc}") from exc

@@ -29,7 +29,7 @@ from sslzoo.serving.decode import check_pixels, decode_image, decode_label_map, 
 from sslzoo.serving.encode import encode_output, objects_of
 from sslzoo.serving.limits import Limits, check_segmentation_work
 from sslzoo.serving.schemas import CONTENT_TYPES, EmbeddingResponse, EvaluationResult
-from sslzoo.vocabulary import MODEL_ALIAS_KINDS, TASKS, is_task
+from sslzoo.vocabulary import TASKS, is_task
 
 #: Accept-header media types → output format.
 MEDIA_FORMATS: dict[str, str] = {
@@ -38,8 +38,6 @@ MEDIA_FORMATS: dict[str, str] = {
     "application/geo+json": "geojson",
     "application/geojson": "geojson",
 }
-#: Served aliases of the embedded defaults (CONTRACTS.md section 1) and their kind.
-DEFAULT_ALIASES: dict[str, str] = dict(MODEL_ALIAS_KINDS)
 EVALUATE = "evaluate"
 
 #: Semantic masks and predictions take exactly these value sets (CONTRACTS.md section 2).
@@ -99,67 +97,13 @@ def select_device(device: str | None = None) -> str:
 
 
 def model_kind(source: str | Path) -> str:
-    """``segmenter`` | ``encoder`` | ``evaluate`` for a folder, a zoo name or an alias."""
-    text = str(source)
-    if text == EVALUATE:
+    """``segmenter`` | ``encoder`` | ``evaluate`` for a folder, a zoo name or an alias, read from the model's files
+    (:func:`sslzoo.hub.resolve_model`; a zoo entry that is not local yet is pulled)."""
+    from sslzoo.hub.resolve import resolve_model
+
+    if str(source) == EVALUATE:
         return EVALUATE
-    path = Path(text)
-    if path.is_dir():
-        from sslzoo.models.encoders import CONFIG_FILE, WEIGHTS_FILE
-        from sslzoo.models.segmenter import SEGMENTER_FILE
-
-        if (path / SEGMENTER_FILE).is_file():
-            return "segmenter"
-        if (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
-            return "encoder"
-        raise DataError(
-            f"{path}: neither a segmenter folder ({SEGMENTER_FILE} + weights) nor an encoder folder "
-            f"({WEIGHTS_FILE} + {CONFIG_FILE}); pass a folder made by 'sslzoo finetune' or 'sslzoo pretrain'"
-        )
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith("/"):
-        raise NotFoundError(f"{text}: no such model folder")
-    if text in DEFAULT_ALIASES:
-        return DEFAULT_ALIASES[text]
-    return "segmenter" if text.endswith(("-semantic", "-instance")) else "encoder"
-
-
-def hub_function(name: str) -> Callable[[str], Any]:
-    """``sslzoo.hub.<name>`` (zoo names, aliases, embedded defaults); a clear NotFoundError when unavailable."""
-    try:
-        import sslzoo.hub as hub
-    except ImportError as exc:  # pragma: no cover - the package always has sslzoo.hub
-        raise NotFoundError(f"the model zoo (sslzoo.hub) cannot be imported: {exc}") from exc
-    function = getattr(hub, name, None)
-    if function is None:
-        raise NotFoundError(
-            f"sslzoo.hub.{name} is not available in this installation, so zoo names and the embedded default "
-            "models cannot be resolved; pass model folders instead (e.g. --models nuclei=PATH)"
-        )
-    return function
-
-
-def load_segmenter(source: str | Path, device: str | None = None):
-    """A :class:`~sslzoo.models.segmenter.Segmenter` from a folder or a zoo name / alias."""
-    from sslzoo.models.segmenter import Segmenter
-
-    device = select_device(device)
-    if Path(str(source)).is_dir():
-        return Segmenter.from_pretrained(source, device=device)
-    return hub_function("load_segmenter")(str(source)).to(device)
-
-
-def load_encoder(source: str | Path, device: str | None = None):
-    """``(encoder, EncoderConfig)`` from a folder or a zoo name / alias, in eval mode on ``device``."""
-    from sslzoo.models.encoders import EncoderConfig
-    from sslzoo.models.encoders import load_encoder as load_folder
-
-    if Path(str(source)).is_dir():
-        encoder, config = load_folder(source)
-    else:
-        encoder, config = hub_function("load_encoder")(str(source))
-    if config is None:
-        config = EncoderConfig(backbone="unknown", method="unknown", dataset="unknown")
-    return encoder.to(select_device(device)).eval(), config
+    return resolve_model(source).kind
 
 
 # --------------------------------------------------------------------------------------------- services
@@ -191,7 +135,10 @@ class SegmentationService:
 
     @classmethod
     def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
-        return cls(name, load_segmenter(source, device), max_pixels)
+        """The segmenter ``source`` names (:func:`sslzoo.hub.load_segmenter`) on :func:`select_device`'s device."""
+        from sslzoo.hub.resolve import load_segmenter
+
+        return cls(name, load_segmenter(source, device=select_device(device)), max_pixels)
 
     @property
     def task(self) -> str:
@@ -237,8 +184,11 @@ class EmbeddingService:
 
     @classmethod
     def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
-        encoder, config = load_encoder(source, device)
-        return cls(name, encoder, config, max_pixels)
+        """The encoder ``source`` names (:func:`sslzoo.hub.load_encoder`), in eval mode on the chosen device."""
+        from sslzoo.hub.resolve import load_encoder
+
+        encoder, config = load_encoder(source)
+        return cls(name, encoder.to(select_device(device)).eval(), config, max_pixels)
 
     def embed(self, image: np.ndarray) -> np.ndarray:
         """``(C,)`` float32 embedding of an RGB ``uint8`` image."""

@@ -89,15 +89,13 @@ def initial_encoder(
     """E(m): the study's pretrained folder, or for a baseline what fine-tuning drew after seeding with ``seed``."""
     import torch
 
-    from sslzoo.models.encoders import EncoderConfig, load_encoder, resolve_encoder
+    from sslzoo.hub import load_encoder
 
     if method in BASELINE_METHODS:
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # finetune: pl.seed_everything(seed), then build_unet -> resolve_encoder
-            return resolve_encoder(method, backbone)
-    folder = pretrain_folder(work_dir, method, backbone, dataset)
-    encoder, config = load_encoder(folder, backbone)
-    return encoder, config or EncoderConfig(backbone=backbone, method=method, dataset=dataset)
+            torch.manual_seed(seed)  # finetune: pl.seed_everything(seed), then load_encoder -> build_unet
+            return load_encoder(method, backbone)
+    return load_encoder(pretrain_folder(work_dir, method, backbone, dataset), backbone)
 
 
 def _view(image: np.ndarray, config: SegmenterConfig, crop: int) -> np.ndarray:
