@@ -39,10 +39,7 @@ LAYERS: dict[str, int] = {
 }
 ROOT_MODULES = {"sslzoo", "sslzoo.errors", "sslzoo.vocabulary"}
 #: Packages whose internal cycle another branch is removing: skipped only while the cycle exists.
-KNOWN_CYCLES: dict[str, str] = {
-    "study": "study's runner <-> report <-> figures cycle is split on branch `phases`; the lead removes this "
-    "entry at merge",
-}
+KNOWN_CYCLES: dict[str, str] = {}
 
 
 def module_name(path: Path, root: Path) -> str:

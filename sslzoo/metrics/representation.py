@@ -492,8 +492,8 @@ def images_loader(
     """Image tensors (B, 3, size, size) of ``samples`` in order, via the evaluation transform of
     :mod:`sslzoo.data.transforms` (shorter side to ``size``, centre crop, normalised with ``mean``/``std``,
     ImageNet's by default)."""
-    from sslzoo.data.transforms import EvalTransform
     from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.data.transforms import EvalTransform
 
     transform = EvalTransform(size, mean or IMAGENET_MEAN, std or IMAGENET_STD)
     return torch.utils.data.DataLoader(
