@@ -338,3 +338,23 @@ def test_key_file_resolution_generates_once_and_reuses(tmp_path, monkeypatch):
     text = ready_message(info)
     assert text.count("READY") == 1 and str(path) in text and "torchserve.log" in text
     assert 'curl -H "Authorization: Bearer' in text and "/predictions/nuclei" in text and "/ping" in text
+
+
+def test_the_console_hears_of_health_changes_once_not_of_every_probe(front, engine, caplog):
+    url, _, _ = front
+    with caplog.at_level("WARNING", logger="sslzoo.serving"):
+        for _ in range(3):
+            httpx.get(f"{url}/ping", timeout=10)
+        engine.ready["evaluate"] = False
+        try:
+            for _ in range(3):
+                assert httpx.get(f"{url}/ping", timeout=10).status_code == 503
+        finally:
+            engine.ready["evaluate"] = True
+        for _ in range(3):
+            assert httpx.get(f"{url}/ping", timeout=10).status_code == 200
+    messages = [r.getMessage() for r in caplog.records if r.name == "sslzoo.serving"]
+    assert messages == [
+        "sslzoo: NOT READY: no live worker for evaluate (GET /ping answers 503)",
+        "sslzoo: ready again: every model has a live worker",
+    ]

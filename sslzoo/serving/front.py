@@ -186,9 +186,15 @@ def create_app(settings: FrontSettings) -> Starlette:
 
         results = await asyncio.gather(*(live(name) for name in settings.models))
         healthy = bool(results) and all(results)
-        if not healthy:
-            down = [name for name, ok in zip(settings.models, results, strict=True) if not ok]
-            logger.warning("not ready: no live worker for %s", ", ".join(down))
+        # the console hears of changes only, once the server has been ready (not of every probe)
+        if state.get("was_ready") and healthy != state.get("healthy"):
+            if healthy:
+                logger.warning("sslzoo: ready again: every model has a live worker")
+            else:
+                down = [name for name, ok in zip(settings.models, results, strict=True) if not ok]
+                logger.warning("sslzoo: NOT READY: no live worker for %s (GET /ping answers 503)", ", ".join(down))
+        state["healthy"] = healthy
+        state["was_ready"] = state.get("was_ready", False) or healthy
         settings._ping = (time.monotonic(), healthy)
         return healthy
 

@@ -445,8 +445,10 @@ def serve(
         if stop_requested:
             return 0
         engine_log = Path(log_file) if log_file else (None if config.verbose else work / ENGINE_LOG)
+        # a wildcard address is not something to paste into curl: show loopback (reachable on every interface)
+        shown_host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
         info = ServeInfo(
-            url=f"http://{config.host}:{config.inference_port}",
+            url=f"http://{shown_host}:{config.inference_port}",
             models=kinds,
             key_file=key_file,
             key_generated=generated,
