@@ -235,7 +235,7 @@ def test_bad_names_are_explained(build, fragment: str, listed: tuple[str, ...]) 
 
 
 def test_study_encoder_folders_use_the_grammar() -> None:
-    from sslzoo.study.runner import encoder_name
+    from sslzoo.study.folders import encoder_name
 
     assert encoder_name("simclr", "resnet18", "monuseg") == v.encoder_name("simclr", "resnet18", "monuseg")
     assert encoder_name("simclr", "resnet18", "nuclei") == "simclr-resnet18-nuclei"  # a study's own dataset key

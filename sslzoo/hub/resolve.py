@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sslzoo.errors import ConfigError, DataError, NotFoundError
 from sslzoo.hub.defaults import packaged_folder, resolve_alias
 from sslzoo.hub.names import Kind, parse_name, split_repo_id
+from sslzoo.vocabulary import BASELINES, Task, is_task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,14 +34,13 @@ if TYPE_CHECKING:
     from sslzoo.models.encoders import EncoderConfig
     from sslzoo.models.segmenter import Segmenter
 
-#: Baseline encoder initialisations (no folder); the same names as ``sslzoo.models.encoders.BASELINES``.
-BASELINE_SPECS: tuple[str, ...] = ("random", "imagenet")
+#: Baseline encoder initialisations (no folder).
+BASELINE_SPECS: tuple[str, ...] = BASELINES
 #: File names of the model formats (``sslzoo.models``); spelled here so that resolving needs no torch.
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 SEGMENTER_FILE = "segmenter.json"
 
-Task = Literal["semantic", "instance"]
 #: Where a resolved model came from.
 Source = Literal["baseline", "folder", "packaged", "cached", "hub"]
 
@@ -68,7 +68,7 @@ def read_kind(path: str | Path) -> tuple[Kind, Task | None]:
     segmenter_json, config_json = path / SEGMENTER_FILE, path / CONFIG_FILE
     if segmenter_json.is_file():
         task = _read_json(segmenter_json).get("task")
-        return "segmenter", task if task in ("semantic", "instance") else None  # loading rejects a bad task
+        return "segmenter", task if is_task(task) else None  # loading rejects a bad task
     if config_json.is_file():
         config = _read_json(config_json)
         if "backbone" in config and "method" in config:
