@@ -75,7 +75,8 @@ class PretrainRecord(BaseModel):
     """``work/pretrain.json``: what the encoder's pretraining did."""
 
     steps: int
-    budget: str = Field(description="'N steps' or 'M min' (as configured)")
+    budget: str = Field(description="'N steps', 'N epochs' or 'M min' (as configured)")
+    lr: float | None = None
     seconds_per_step: float | None = Field(None, description="timed before training (minutes budgets)")
     seconds: float = Field(description="wall time of training, summed over interrupted and resumed parts")
     final_loss: float | None = Field(None, description="mean pretext loss over the last 10 logged steps")
@@ -357,7 +358,7 @@ def pretrain_step(
         dataset=entry.kind,
         input_size=settings.input_size,
         batch_size=settings.batch_size,
-        lr=settings.lr,
+        lr=settings.lr_by_method.get(entry.method, settings.lr),
         max_steps=1,
         seed=settings.seed,
         params=settings.params.get(entry.method, {}),
@@ -370,19 +371,19 @@ def pretrain_step(
     plan_path = work / "pretrain-plan.json"
     plan: dict[str, Any] = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
     if not plan:
-        if settings.max_steps is not None:
-            plan = {"max_steps": settings.max_steps, "budget": f"{settings.max_steps} steps", "seconds_per_step": None}
+        if settings.minutes is None:
+            plan = {"max_steps": settings.max_steps, "max_epochs": settings.max_epochs, "seconds_per_step": None}
         else:
-            assert settings.minutes is not None
             per_step = time_pretext_steps(base, dataset, settings.calibration_steps, settings.workers, accelerator)
             steps = max(1, math.floor(settings.minutes * 60 / per_step))
-            plan = {"max_steps": steps, "budget": f"{settings.minutes:g} min", "seconds_per_step": round(per_step, 4)}
+            plan = {"max_steps": steps, "max_epochs": None, "seconds_per_step": round(per_step, 4)}
             report(f"    {entry.name}: {per_step:.2f} s/step timed, so {steps} steps fill {settings.minutes:g} min")
+        plan["budget"] = settings.budget
         plan["attempts"] = []
         work.mkdir(parents=True, exist_ok=True)
         _write_json(plan_path, plan)
     folder = work / "pretrain"
-    pretext_config = base.model_copy(update={"max_steps": int(plan["max_steps"])})
+    pretext_config = base.model_copy(update={"max_steps": plan["max_steps"], "max_epochs": plan["max_epochs"]})
     started = time.perf_counter()
     last = folder / "checkpoints" / "last.ckpt"
     pretrain(
@@ -400,11 +401,12 @@ def pretrain_step(
     _write_json(plan_path, plan)
     training = json.loads((folder / "config.json").read_text()).get("training", {})
     record = PretrainRecord(
-        steps=int(training.get("global_step", plan["max_steps"])),
+        steps=int(training.get("global_step") or plan["max_steps"] or 0),
         budget=plan["budget"],
         seconds_per_step=plan.get("seconds_per_step"),
         seconds=round(sum(plan["attempts"]), 3),
         final_loss=final_pretext_loss(folder),
+        lr=base.lr,
         n_images=len(images),
         n_views=len(dataset),
         batch_size=settings.batch_size,
@@ -514,7 +516,9 @@ def provenance(record: EntryRecord, reference: EntryRecord | None, segmenter: bo
         loss = f"{p.final_loss:.4f}" if p.final_loss is not None else "n/a"
         timed = f" ({p.seconds_per_step:.2f} s/step timed first)" if p.seconds_per_step else ""
         lines.append(
-            f"- Pretraining: {record.method}, {p.steps} steps of batch {p.batch_size} at {p.input_size}x{p.input_size} "
+            f"- Pretraining: {record.method}, {p.steps} steps of batch {p.batch_size} at "
+            f"{p.input_size}x{p.input_size}, "
+            f"SGD lr {p.lr if p.lr is not None else 'n/a'} with cosine annealing "
             f"(budget {p.budget}{timed}), {p.seconds:.0f} s wall time, final pretext loss {loss}; "
             f"{p.n_images} images ({p.n_views} view tiles) of every split, the held-out images excluded."
         )
@@ -555,7 +559,10 @@ def write_cards(out_dir: Path, record: EntryRecord, reference: EntryRecord | Non
     folder = out_dir / record.name
     if (folder / "model.safetensors").is_file():
         write_card(
-            folder, name=record.name, evaluation=card_metrics(record, reference), provenance=provenance(record, reference)
+            folder,
+            name=record.name,
+            evaluation=card_metrics(record, reference),
+            provenance=provenance(record, reference),
         )
     if record.segmenter and (out_dir / record.segmenter / "model.safetensors").is_file():
         evaluation_file = out_dir / record.name / WORK_DIR / "probe" / f"seed{next(iter(record.probe.scores))}"
@@ -629,9 +636,7 @@ def build_entry(
     heldout = heldout_split(index, config.probe_for(entry.dataset).eval_split).eval
     pretrain_record = None
     if not entry.is_reference:
-        settings = config.pretrain_for(entry.dataset)
-        budget = f"{settings.max_steps} steps" if settings.max_steps else f"{settings.minutes:g} min"
-        report(f"    {entry.name}: pretraining ({budget})")
+        report(f"    {entry.name}: pretraining ({config.pretrain_for(entry.dataset).budget})")
         pretrain_record = pretrain_step(
             config, entry, work, index, heldout, accelerator=accelerator, devices=devices, precision=precision,
             report=report,

@@ -15,12 +15,14 @@ Example (``configs/zoo/tiny.yaml``)::
     probe: {rate: 0.5, steps: 2, tile_size: 64, seeds: [0, 1, 2]}
 
 ``datasets.<name>.pretrain`` / ``.probe`` / ``.nqc`` override the global settings for that dataset (partial
-mappings). Dataset paths may use environment variables; relative ones are resolved against the YAML's folder.
+mappings). Dataset paths may use environment variables (``$VAR``, ``${VAR}``, and ``${VAR:-default}`` for a
+default when ``VAR`` is unset or empty); relative ones are resolved against the YAML's folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +46,7 @@ class PretrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_steps: int | None = Field(None, ge=1, description="optimiser steps per encoder")
+    max_epochs: int | None = Field(None, ge=1, description="epochs over the view tiles per encoder")
     minutes: float | None = Field(
         None, gt=0, description="wall-clock budget per encoder: steps = minutes / (seconds per step, timed first)"
     )
@@ -52,7 +55,8 @@ class PretrainSettings(BaseModel):
     resize: int | None = Field(
         None, ge=16, description="squeeze every whole image to resize x resize before tiling (None: native)"
     )
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, description="SGD learning rate (the paper's 1e-3 by default)")
+    lr_by_method: dict[str, float] = Field(default_factory=dict, description="per-method learning rates")
     seed: int = 0
     workers: int = Field(2, ge=0)
     calibration_steps: int = Field(3, ge=1, description="timed steps (after one warm-up step) for a minutes budget")
@@ -60,9 +64,21 @@ class PretrainSettings(BaseModel):
 
     @model_validator(mode="after")
     def _one_budget(self) -> PretrainSettings:
-        if (self.max_steps is None) == (self.minutes is None):
-            raise ValueError("give exactly one pretraining budget: max_steps (optimiser steps) or minutes (wall time)")
+        budgets = [b for b in (self.max_steps, self.max_epochs, self.minutes) if b is not None]
+        if len(budgets) != 1:
+            raise ValueError(
+                "give exactly one pretraining budget: max_steps (optimiser steps), max_epochs or minutes (wall time)"
+            )
         return self
+
+    @property
+    def budget(self) -> str:
+        """The budget as text: ``N steps``, ``N epochs`` or ``M min``."""
+        if self.max_steps is not None:
+            return f"{self.max_steps} steps"
+        if self.max_epochs is not None:
+            return f"{self.max_epochs} epochs"
+        return f"{self.minutes:g} min"
 
 
 class ProbeSettings(BaseModel):
@@ -182,8 +198,8 @@ class ZooConfig(BaseModel):
     def pretrain_for(self, dataset: str) -> PretrainSettings:
         """The pretraining settings of ``dataset`` (global ones with its overrides)."""
         overrides = self.datasets[dataset].pretrain
-        if "max_steps" in overrides or "minutes" in overrides:  # a budget override replaces the other kind
-            overrides = {"max_steps": None, "minutes": None, **overrides}
+        if {"max_steps", "max_epochs", "minutes"} & set(overrides):  # a budget override replaces the global one
+            overrides = {"max_steps": None, "max_epochs": None, "minutes": None, **overrides}
         return self._merged(self.pretrain, overrides, "pretrain", dataset)
 
     def probe_for(self, dataset: str) -> ProbeSettings:
@@ -193,6 +209,15 @@ class ZooConfig(BaseModel):
     def nqc_for(self, dataset: str) -> NQCSettings:
         """The NQC settings of ``dataset`` (global ones with its overrides)."""
         return self._merged(self.nqc, self.datasets[dataset].nqc, "nqc", dataset)
+
+
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+
+
+def expand_path(text: str) -> str:
+    """``${VAR:-default}`` (default when VAR is unset or empty), then ``$VAR`` / ``${VAR}``, then ``~``."""
+    text = _DEFAULTED.sub(lambda m: os.environ.get(m.group(1)) or m.group(2), text)
+    return os.path.expanduser(os.path.expandvars(text))
 
 
 def load_zoo_config(path: str | Path) -> ZooConfig:
@@ -214,7 +239,7 @@ def load_zoo_config(path: str | Path) -> ZooConfig:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from exc
     for spec in config.datasets.values():
-        spec.path = Path(os.path.expandvars(str(spec.path))).expanduser()
+        spec.path = Path(expand_path(str(spec.path)))
         if not spec.path.is_absolute():
             spec.path = (path.parent / spec.path).resolve()
     return config

@@ -153,7 +153,7 @@ def probe_config(init: str, backbone: str, kind: str, task: str | None, settings
     return FinetuneConfig(
         init=init,
         backbone=backbone,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         dataset=kind,
         rate=settings.rate,
         frozen=True,
