@@ -116,3 +116,23 @@ def test_zoo_folder_lists_finished_entries_only(tmp_path: Path, monkeypatch: pyt
     assert find_in_zoo_dirs(done.name) == done and find_in_zoo_dirs("byol-resnet18-monuseg") is None
     monkeypatch.delenv("SSLZOO_ZOO_DIR")
     assert zoo_folder_entries() == {}
+
+
+def test_a_failing_entry_is_reported_and_the_build_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sslzoo.zoo import build
+
+    calls: list[str] = []
+
+    def broken(config: object, entry: build.EntrySpec, out: Path, **kwargs: object) -> None:
+        calls.append(entry.name)
+        raise RuntimeError(f"boom {entry.name}")
+
+    monkeypatch.setattr(build, "build_entry", broken)
+    lines: list[str] = []
+    summary = build.build_zoo(_config(), tmp_path / "zoo", shard=(1, 2), report=lines.append)
+    assert calls == ["random-resnet18-monuseg", "simclr-resnet18-monuseg", "byol-resnet18-monuseg"]
+    assert set(summary.failed) == set(calls) and summary.built == []
+    assert "boom" in (tmp_path / "zoo" / calls[0] / "work" / "error.txt").read_text()
+    assert any("FAILED" in line for line in lines)
+    with pytest.raises(RuntimeError, match="boom"):
+        build.build_zoo(_config(), tmp_path / "zoo", keep_going=False, report=lines.append)

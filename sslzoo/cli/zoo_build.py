@@ -107,6 +107,11 @@ def _build(args: argparse.Namespace) -> int:
         f"leaderboard: {args.out}/LEADERBOARD.md",
         flush=True,
     )
+    if summary.failed:
+        for name, error in summary.failed.items():
+            print(f"FAILED {name}: {error}", file=sys.stderr)
+        print(f"{len(summary.failed)} entries failed; rerun the same command to retry them", file=sys.stderr)
+        return 1
     if args.publish:
         from sslzoo.zoo.publish import publish_zoo
 

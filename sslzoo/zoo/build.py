@@ -113,6 +113,7 @@ class BuildSummary(BaseModel):
     total: int
     skipped: list[str] = Field(default_factory=list)
     built: list[str] = Field(default_factory=list)
+    failed: dict[str, str] = Field(default_factory=dict, description="entry -> error (traceback in work/error.txt)")
     seconds: dict[str, float] = Field(default_factory=dict)
 
 
@@ -681,8 +682,13 @@ def build_zoo(
     precision: Any = None,
     command: str | None = None,
     report: Report = print,
+    keep_going: bool = True,
 ) -> BuildSummary:
-    """Build every entry of this shard that is not done yet, writing the leaderboard after each one."""
+    """Build every entry of this shard that is not done yet, writing the leaderboard after each one.
+
+    With ``keep_going`` an entry that fails is reported (traceback in ``DIR/<entry>/work/error.txt``) and the build
+    goes on with the next; a rerun retries it from its last finished step.
+    """
     from sslzoo.zoo.leaderboard import write_leaderboard
 
     out = Path(out_dir)
@@ -697,14 +703,28 @@ def build_zoo(
     for position, entry in enumerate(todo, start=1):
         label = f"[{len(summary.skipped) + position}/{len(entries)}]"
         report(f"{label} {entry.name}: building")
-        record = build_entry(
-            config, entry, out, accelerator=accelerator, devices=devices, precision=precision, command=command,
-            report=report,
-        )  # fmt: skip
+        try:
+            record = build_entry(
+                config, entry, out, accelerator=accelerator, devices=devices, precision=precision, command=command,
+                report=report,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one broken entry must not stop an unattended build; a rerun retries it
+            if not keep_going:
+                raise
+            import traceback
+
+            (out / entry.name / WORK_DIR).mkdir(parents=True, exist_ok=True)
+            (out / entry.name / WORK_DIR / "error.txt").write_text(traceback.format_exc())
+            summary.failed[entry.name] = f"{type(exc).__name__}: {exc}"
+            report(f"{label} {entry.name}: FAILED ({type(exc).__name__}: {exc}); see {entry.name}/work/error.txt")
+            continue
         summary.built.append(entry.name)
         summary.seconds[entry.name] = record.seconds
         remaining = len(todo) - position
         mean = sum(summary.seconds.values()) / len(summary.seconds)
+        (out / entry.name / WORK_DIR / "error.txt").unlink(missing_ok=True)
         probe = record.probe
         pretrain = (
             f"pretrain {record.pretrain.steps} steps {format_seconds(record.pretrain.seconds)}, "
