@@ -1,4 +1,5 @@
-"""Zoo commands: ``sslzoo publish``, ``sslzoo pull`` and ``sslzoo zoo list`` | ``card`` | ``package``."""
+"""Zoo commands: ``sslzoo publish``, ``sslzoo pull``, ``sslzoo zoo list`` | ``card`` | ``package``, and
+``zoo build`` | ``publish`` | ``leaderboard`` from :mod:`sslzoo.cli.zoo_build`."""
 
 from __future__ import annotations
 
@@ -174,6 +175,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     pack.add_argument("--json", action="store_true", help="print the result as JSON")
     pack.set_defaults(handler=_package)
+
+    from sslzoo.cli.zoo_build import register_zoo_commands  # build | publish | leaderboard (sslzoo.zoo)
+
+    register_zoo_commands(zoo_commands)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
