@@ -8,7 +8,7 @@ Every module of sslzoo is parsed with ``ast``; every ``import`` counts, also ins
     2 models
     3 pretext | metrics | hub        (peers)
     4 downstream
-    5 study | serving                (peers)
+    5 study | serving | zoo          (peers; zoo = the zoo build, beside the packaged entries)
     6 cli, __main__
 """
 
@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "hub": 3,
     "downstream": 4,
     "study": 5,
+    "zoo": 5,
     "serving": 5,
     "cli": 6,
 }

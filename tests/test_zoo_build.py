@@ -55,8 +55,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_build_writes_entries_cards_and_a_leaderboard(built: Path) -> None:
-    from sslzoo.zoo.build import finished_entries
-    from sslzoo.zoo.folder import zoo_folder_entries
+    from sslzoo.hub.zoo_folder import zoo_folder_entries
+    from sslzoo.zoo.records import finished_entries
 
     records = {r.name: r for r in finished_entries(built)}
     assert set(records) == {REFERENCE, *ENCODERS}
@@ -112,8 +112,7 @@ def test_publish_pull_by_name_load_embed_and_predict(
 ) -> None:
     from sslzoo.hub import load_encoder, load_segmenter
     from sslzoo.hub.registry import load_registry
-    from sslzoo.models.encoders import encoder_state_dict
-    from sslzoo.models.encoders import load_encoder as load_encoder_folder
+    from sslzoo.models.encoders import encoder_state_dict, load_encoder_folder
 
     registry = tmp_path / "registry.json"
     with HubServer() as hub:

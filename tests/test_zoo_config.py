@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sslzoo.errors import ConfigError
-from sslzoo.zoo.build import build_entries, parse_shard, shard_entries
+from sslzoo.hub.zoo_folder import find_in_zoo_dirs, zoo_folder_entries
 from sslzoo.zoo.config import ZooConfig, expand_path, load_zoo_config
-from sslzoo.zoo.folder import find_in_zoo_dirs, zoo_folder_entries
 from sslzoo.zoo.probe import gain_over_reference
+from sslzoo.zoo.records import build_entries, parse_shard, shard_entries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

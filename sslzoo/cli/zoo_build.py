@@ -9,7 +9,7 @@ import sys
 
 from sslzoo.cli.common import add_trainer_arguments
 
-ZOO_DIR_ENV = "SSLZOO_ZOO_DIR"  # sslzoo.zoo.folder.ZOO_DIR_ENV; no import for --help
+ZOO_DIR_ENV = "SSLZOO_ZOO_DIR"  # sslzoo.hub.zoo_folder.ZOO_DIR_ENV; no import for --help
 
 
 def register_zoo_commands(zoo_commands: argparse._SubParsersAction) -> None:
@@ -79,8 +79,9 @@ def _quiet_lightning() -> None:
 def _build(args: argparse.Namespace) -> int:
     import warnings
 
-    from sslzoo.zoo.build import build_zoo, parse_shard
+    from sslzoo.zoo.build import build_zoo
     from sslzoo.zoo.config import load_zoo_config
+    from sslzoo.zoo.records import parse_shard
 
     _quiet_lightning()
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")

@@ -6,8 +6,9 @@ A spec is, in this order:
 2. an existing path: a model folder, or a bare ``.safetensors`` encoder file;
 3. a served alias (``nuclei``, ``lesion``, ``embed``; :mod:`sslzoo.hub.defaults`) → its zoo entry;
 4. a zoo name (CONTRACTS.md section 1) or a repo id ``NAMESPACE/NAME``: the embedded default when the
-   package ships it, else the Hugging Face cache, else the Hub (:func:`sslzoo.hub.pull.pull`, every
-   file of a registry entry checked against its sha256 before it is used).
+   package ships it, else a finished entry of a zoo folder named by ``$SSLZOO_ZOO_DIR`` (the output of
+   ``sslzoo zoo build``; :mod:`sslzoo.hub.zoo_folder`), else the Hugging Face cache, else the Hub
+   (:func:`sslzoo.hub.pull.pull`, every file of a registry entry checked against its sha256 before use).
 
 The kind is read from the folder, never guessed from the name: ``segmenter.json`` → a segmenter
 (its ``task``), else ``config.json`` with an encoder's ``backbone`` / ``method`` (or weights alone)
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sslzoo.errors import ConfigError, DataError, NotFoundError
 from sslzoo.hub.defaults import packaged_folder, resolve_alias
 from sslzoo.hub.names import Kind, parse_name, split_repo_id
+from sslzoo.hub.zoo_folder import find_in_zoo_dirs
 from sslzoo.vocabulary import BASELINES, Task, is_task
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ CONFIG_FILE = "config.json"
 SEGMENTER_FILE = "segmenter.json"
 
 #: Where a resolved model came from.
-Source = Literal["baseline", "folder", "packaged", "cached", "hub"]
+Source = Literal["baseline", "folder", "packaged", "zoo_dir", "cached", "hub"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ def resolve_model(
     repo_namespace, entry_name = split_repo_id(name)
     folder = packaged_folder(entry_name) if repo_namespace is None and revision is None else None
     source: Source = "packaged"
+    if folder is None and repo_namespace is None and revision is None:
+        folder, source = find_in_zoo_dirs(entry_name), "zoo_dir"  # $SSLZOO_ZOO_DIR (sslzoo zoo build output)
     if folder is None:
         from sslzoo.hub.pull import pull
 

@@ -32,159 +32,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from sslzoo.errors import ConfigError
-from sslzoo.zoo.config import REFERENCE_METHODS, PretrainSettings, ZooConfig
-from sslzoo.zoo.folder import DONE_MARKER, ENTRY_FILE
-from sslzoo.zoo.probe import NQCRecord, ProbeRecord, gain_over_reference
+from sslzoo.hub.zoo_folder import DONE_MARKER, ENTRY_FILE
+from sslzoo.zoo.config import PretrainSettings, ZooConfig
+from sslzoo.zoo.probe import NQCRecord, ProbeRecord
+from sslzoo.zoo.records import (
+    BuildSummary,
+    EntryRecord,
+    EntrySpec,
+    PretrainRecord,
+    build_entries,
+    finished_entries,
+    format_seconds,
+    gain_of,
+    is_done,
+    reference_of,
+    shard_entries,
+)
 
 log = logging.getLogger(__name__)
 
 ZOO_FILE = "zoo.json"
 WORK_DIR = "work"
 PACKAGE_FILES = ("model.safetensors", "config.json", "README.md")
-TASK_OF_KIND = {"isic2017": "semantic", "monuseg": "instance", "dsb2018": "instance"}
 Report = Callable[[str], None]
-
-
-class EntrySpec(BaseModel):
-    """One zoo entry: a method (or the random reference) on one dataset."""
-
-    method: str
-    dataset: str = Field(description="the dataset's key in the config")
-    kind: str
-    backbone: str
-    task: str
-
-    @property
-    def name(self) -> str:
-        """Zoo encoder name ``<method>-<backbone>-<kind>`` (CONTRACTS.md section 1)."""
-        return f"{self.method}-{self.backbone}-{self.kind}"
-
-    @property
-    def segmenter_name(self) -> str:
-        return f"{self.name}-{self.task}"
-
-    @property
-    def is_reference(self) -> bool:
-        return self.method in REFERENCE_METHODS
-
-
-class PretrainRecord(BaseModel):
-    """``work/pretrain.json``: what the encoder's pretraining did."""
-
-    steps: int
-    budget: str = Field(description="'N steps', 'N epochs' or 'M min' (as configured)")
-    lr: float | None = None
-    seconds_per_step: float | None = Field(None, description="timed before training (minutes budgets)")
-    seconds: float = Field(description="wall time of training, summed over interrupted and resumed parts")
-    final_loss: float | None = Field(None, description="mean pretext loss over the last 10 logged steps")
-    n_images: int
-    n_views: int = Field(description="view tiles per epoch")
-    batch_size: int
-    input_size: int
-
-
-class EntryRecord(BaseModel):
-    """``DIR/<entry>/entry.json``: every number of one finished entry."""
-
-    name: str
-    method: str
-    dataset: str
-    kind: str
-    backbone: str
-    task: str
-    reference: bool
-    pretrain: PretrainRecord | None
-    nqc: NQCRecord
-    probe: ProbeRecord
-    segmenter: str | None = None
-    seconds: float = Field(description="wall time of the entry in the call(s) that built it")
-    finished: str
-    config: str
-    command: str
-    machine: str
-
-
-class BuildSummary(BaseModel):
-    """What one ``build_zoo`` call did."""
-
-    total: int
-    skipped: list[str] = Field(default_factory=list)
-    built: list[str] = Field(default_factory=list)
-    failed: dict[str, str] = Field(default_factory=dict, description="entry -> error (traceback in work/error.txt)")
-    seconds: dict[str, float] = Field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------------ entries
-def build_entries(config: ZooConfig) -> list[EntrySpec]:
-    """Every entry of the config in build order (references first, then methods x datasets)."""
-    entries = []
-    for method in [*REFERENCE_METHODS, *config.methods]:
-        for key, spec in config.datasets.items():
-            task = spec.task or TASK_OF_KIND[spec.kind]
-            entries.append(EntrySpec(method=method, dataset=key, kind=spec.kind, backbone=config.backbone, task=task))
-    return entries
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n`` (0-based, like SLURM array indices)."""
-    try:
-        index_text, count_text = text.split("/")
-        index, count = int(index_text), int(count_text)
-    except ValueError as exc:
-        raise ConfigError(f"--shard must look like i/n (e.g. 0/4 for the first of 4 shards), got {text!r}") from exc
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard {index}/{count}: need n >= 1 and 0 <= i < n (shards are numbered from 0)")
-    return index, count
-
-
-def shard_entries(entries: Sequence[EntrySpec], shard: tuple[int, int] = (0, 1)) -> list[EntrySpec]:
-    """The entries of shard ``i`` of ``n``: indices ``k`` with ``k % n == i``."""
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard {index}/{count}: need n >= 1 and 0 <= i < n")
-    return [entry for k, entry in enumerate(entries) if k % count == index]
-
-
-def is_done(out_dir: Path, entry: EntrySpec) -> bool:
-    return (out_dir / entry.name / DONE_MARKER).is_file()
-
-
-def read_entry(folder: Path) -> EntryRecord | None:
-    """The record of a finished entry folder (``None`` without a ``DONE`` marker)."""
-    if not (folder / DONE_MARKER).is_file() or not (folder / ENTRY_FILE).is_file():
-        return None
-    return EntryRecord.model_validate_json((folder / ENTRY_FILE).read_text())
-
-
-def finished_entries(out_dir: str | Path) -> list[EntryRecord]:
-    """Records of every finished entry in the zoo folder ``out_dir`` (any shard), sorted by name."""
-    root = Path(out_dir)
-    if not root.is_dir():
-        return []
-    records = [read_entry(child) for child in sorted(root.iterdir()) if child.is_dir()]
-    return [r for r in records if r is not None]
-
-
-def reference_of(records: Sequence[EntryRecord], record: EntryRecord) -> EntryRecord | None:
-    """The random-init record of the same dataset and backbone."""
-    return next(
-        (
-            r
-            for r in records
-            if r.reference and r.kind == record.kind and r.backbone == record.backbone and r.name != record.name
-        ),
-        None,
-    )
-
-
-def gain_of(record: EntryRecord, reference: EntryRecord | None) -> tuple[float, float] | None:
-    """``(gain, p)`` of a record's probe over the reference's (``None`` without a reference)."""
-    if reference is None or record.reference:
-        return None
-    return gain_over_reference(list(record.probe.scores.values()), list(reference.probe.scores.values()))
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -234,13 +107,6 @@ def store_config(config: ZooConfig, out_dir: Path) -> None:
     _write_json(path, config)
 
 
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 # ------------------------------------------------------------------------------------------------ data
 def _index(config: ZooConfig, entry: EntrySpec) -> Any:
     from sslzoo.data.datasets import open_dataset
@@ -253,7 +119,7 @@ def pretext_images(index: Any, heldout: Sequence[Any], resize: int | None) -> li
     ``resize`` x ``resize`` (``uint8`` arrays) when given, else file paths."""
     from sslzoo.data.datasets import unlabelled_images
     from sslzoo.data.io import read_image
-    from sslzoo.downstream.data import resize_image
+    from sslzoo.data.resize import resize_image
 
     held = {Path(s.image).resolve() for s in heldout}
     kept = [p for p in unlabelled_images(index.root, index.kind) if Path(p).resolve() not in held]
@@ -422,7 +288,8 @@ def nqc_step(config: ZooConfig, entry: EntrySpec, work: Path, index: Any, heldou
     """NQC of the entry's encoder (random init for the reference) into ``work/nqc.json``."""
     import torch
 
-    from sslzoo.models.encoders import IMAGENET_MEAN, IMAGENET_STD, create_encoder, load_encoder
+    from sslzoo.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from sslzoo.models.encoders import create_encoder, load_encoder_folder
     from sslzoo.zoo.probe import measure_nqc
 
     path = work / "nqc.json"
@@ -435,7 +302,7 @@ def nqc_step(config: ZooConfig, entry: EntrySpec, work: Path, index: Any, heldou
         encoder = create_encoder(entry.backbone)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     else:
-        encoder, enc_config = load_encoder(work / "pretrain")
+        encoder, enc_config = load_encoder_folder(work / "pretrain")
         assert enc_config is not None
         mean, std = enc_config.mean, enc_config.std
     samples = list(heldout) if settings.images == "heldout" else list(index.samples)

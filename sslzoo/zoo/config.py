@@ -29,15 +29,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sslzoo.errors import ConfigError
-
-Task = Literal["semantic", "instance"]
+from sslzoo.vocabulary import METHODS, NAMED_DATASETS, Task
 
 #: The seven pretext methods (CONTRACTS.md section 1), in Table II order.
-PRETEXT_METHODS: tuple[str, ...] = ("autoencoder", "simclr", "byol", "moco", "barlowtwins", "densecl", "detco")
+PRETEXT_METHODS: tuple[str, ...] = METHODS
 #: Initialisations measured without pretraining; ``random`` is the reference of every gain.
 REFERENCE_METHODS: tuple[str, ...] = ("random",)
 #: Dataset kinds a zoo entry can be named after (``folder`` has no zoo name of its own meaning).
-ZOO_DATASETS: tuple[str, ...] = ("isic2017", "monuseg", "dsb2018")
+ZOO_DATASETS: tuple[str, ...] = NAMED_DATASETS
 
 
 class PretrainSettings(BaseModel):
@@ -125,7 +124,7 @@ class DatasetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path
-    kind: str = Field(description="isic2017 | monuseg | dsb2018 (the zoo name's dataset part)")
+    kind: str = Field(description=f"{' | '.join(NAMED_DATASETS)} (the zoo name's dataset part)")
     task: Task | None = None
     pretrain: dict[str, Any] = Field(default_factory=dict, description="overrides of the global pretrain settings")
     probe: dict[str, Any] = Field(default_factory=dict, description="overrides of the global probe settings")
@@ -170,7 +169,7 @@ class ZooConfig(BaseModel):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, backbone: str) -> str:
-        from sslzoo.hub.names import BACKBONES
+        from sslzoo.vocabulary import BACKBONES
 
         if backbone not in BACKBONES:
             raise ValueError(f"unsupported backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")

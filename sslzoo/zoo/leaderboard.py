@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sslzoo.zoo.build import EntryRecord, finished_entries, format_seconds, gain_of, reference_of
+from sslzoo.zoo.records import EntryRecord, finished_entries, format_seconds, gain_of, reference_of
 
 LEADERBOARD_MD = "LEADERBOARD.md"
 LEADERBOARD_PNG = "leaderboard.png"

@@ -73,8 +73,9 @@ def heldout_split(index: Any, eval_split: str | None) -> Any:
 
 def encoder_views(image: np.ndarray, size: int, resize: int | None, tiles_per_image: int) -> list[np.ndarray]:
     """The ``size`` x ``size`` tiles an encoder sees of ``image`` (squeezed to ``resize`` first when given)."""
+    from sslzoo.data.resize import resize_image
     from sslzoo.data.tiling import pad_to
-    from sslzoo.downstream.data import image_tiles, resize_image
+    from sslzoo.downstream.data import image_tiles
 
     if resize:
         image = resize_image(image, resize)

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from sslzoo.errors import NotFoundError
-from sslzoo.zoo.folder import ENCODER_CONFIG, SEGMENTER_CONFIG, WEIGHTS_FILE, zoo_folder_entries
+from sslzoo.hub.zoo_folder import ENCODER_CONFIG, SEGMENTER_CONFIG, WEIGHTS_FILE, zoo_folder_entries
 
 UPLOADED_FILES = (WEIGHTS_FILE, ENCODER_CONFIG, SEGMENTER_CONFIG, "README.md")
 PUBLISHED_FILE = "published.json"
@@ -56,8 +56,9 @@ def publish_zoo(
 ) -> list[PublishedEntry]:
     """Upload every finished entry of ``zoo_dir`` to ``namespace`` and record it in ``registry`` (default: the
     registry in use, ``$SSLZOO_HUB_REGISTRY`` or the packaged one); writes ``zoo_dir/published.json``."""
+    from sslzoo.hub.files import file_hashes
     from sslzoo.hub.names import hub_namespace
-    from sslzoo.hub.publish import file_hashes, publish
+    from sslzoo.hub.publish import publish
     from sslzoo.hub.registry import load_registry, registry_path
 
     namespace = hub_namespace(namespace)
