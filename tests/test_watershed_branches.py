@@ -112,3 +112,16 @@ def test_the_nuclei_default_model_uses_the_h_maxima_branch():
     labels, distance = _h_case()
     pred = distance_to_instances(distance, WatershedParams(**stored))
     assert pred.max() == 3
+
+
+def test_an_object_of_exactly_min_size_is_kept_and_mismatched_tuning_input_refused():
+    from sslzoo.downstream.watershed import remove_small_and_relabel, tune_watershed
+    from sslzoo.errors import DataError
+
+    labels = np.zeros((8, 8), np.int64)
+    labels[0, :5] = 4  # 5 pixels
+    labels[7, :4] = 9  # 4 pixels
+    out = remove_small_and_relabel(labels, min_size=5)
+    assert out.max() == 1 and (out == 1).sum() == 5
+    with pytest.raises(DataError):
+        tune_watershed([np.zeros((8, 8))], [labels, labels], lambda p, g: 0.0)
