@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install test lint serve bench clean
+.PHONY: install test lint serve bench clean mutation
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11'"; exit 1; }
@@ -32,5 +32,12 @@ bench: $(STAMP)  ## quick runs of the benchmarks that need no peer checkout
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/serve.py --quick
 
+mutation: $(STAMP)  ## mutation testing (mutmut 3, [tool.mutmut] in pyproject; slow, not in CI) + issue-17 patches
+	$(BIN)/python -m pip install --quiet 'mutmut>=3.8,<4'
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
+	PYTHONPATH=$(CURDIR) $(BIN)/python tests/mutations/issue17.py
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info mutants
