@@ -19,7 +19,7 @@ install: $(STAMP)  ## create .venv and install sslzoo editable with test extras,
 lint: $(STAMP)  ## ruff check (incl. RUF100) + ruff format --check + mypy on sslzoo/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@echo "mypy: enabled once sslzoo/ type-checks clean (architecture issue)"
+	$(BIN)/mypy
 
 test: $(STAMP) lint  ## install if needed, then lint + pytest
 	$(BIN)/python -m pytest -q

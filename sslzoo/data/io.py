@@ -33,8 +33,9 @@ def _is_tiff(source: Source) -> bool:
 
 
 def _read_with_pillow(source: Source) -> np.ndarray:
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as im:
-        im.load()
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source) as opened:
+        opened.load()
+        im: Image.Image = opened
         if im.mode in ("P", "PA"):
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         return np.asarray(im)

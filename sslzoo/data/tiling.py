@@ -59,7 +59,11 @@ def tile_grid(height: int, width: int, size: int = 256, overlap: int = 32) -> li
     return [Tile(y, x, h, w) for y in rows for x in cols]
 
 
-def pad_to(image: np.ndarray, height: int, width: int, mode: str = "reflect") -> np.ndarray:
+#: ``np.pad`` modes :func:`pad_to` uses: mirrored borders for images, zeros for label maps.
+PadMode = Literal["reflect", "constant", "edge", "symmetric"]
+
+
+def pad_to(image: np.ndarray, height: int, width: int, mode: PadMode = "reflect") -> np.ndarray:
     """Pad ``image`` (H, W[, C]) at the bottom and right to at least ``height x width``.
 
     ``mode`` is any :func:`numpy.pad` mode (``reflect`` mirrors without repeating the edge
@@ -69,7 +73,7 @@ def pad_to(image: np.ndarray, height: int, width: int, mode: str = "reflect") ->
     pad_h, pad_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
     if pad_h == 0 and pad_w == 0:
         return image
-    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
+    widths: list[tuple[int, int]] = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (image.ndim - 2)
     return np.pad(image, widths, mode=mode)
 
 
@@ -144,6 +148,7 @@ def stitch_tiles(
             raise DataError(f"tile {tile_grid_entry} is larger than the tiles given ({tile.shape[:2]})")
         if y < 0 or x < 0 or y + h > height or x + w > width:
             raise DataError(f"tile {tile_grid_entry} reaches outside the {height}x{width} image")
+        win: np.ndarray | None
         if blend == "mean":
             win = np.ones((h, w))
         else:

@@ -132,7 +132,7 @@ def evaluate_pairs(pairs: Iterable[Pair], task: Task, model: str | None = None) 
     """
     _check_task(task)
     names = METRICS[task]
-    sums = dict.fromkeys(_SUM_KEYS[task], 0)
+    sums: dict[str, float] = dict.fromkeys(_SUM_KEYS[task], 0)
     per_image: list[dict[str, str | float]] = []
     for image_id, pred, gt in pairs:
         scores = _score_pair(str(image_id), pred, gt, task)

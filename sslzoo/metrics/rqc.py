@@ -47,7 +47,7 @@ class ConvergencePoint:
     total_time_s: float | None = None  # wall time of the whole history
 
 
-def moving_median(values: Sequence[float], window: int = 5) -> np.ndarray:
+def moving_median(values: Sequence[float] | np.ndarray, window: int = 5) -> np.ndarray:
     """Centred moving median over ``window`` epochs, ends padded by repeating the first / last value."""
     from scipy.ndimage import median_filter
 
