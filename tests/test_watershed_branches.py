@@ -18,16 +18,7 @@ from skimage.segmentation import watershed
 
 import sslzoo
 from sslzoo.metrics.segmentation import aji_plus
-
-
-def _postprocess():
-    """(WatershedParams, distance_to_instances) from where the post-processing lives (fixed at merge)."""
-    from sslzoo.downstream.watershed import WatershedParams, distance_to_instances
-
-    return WatershedParams, distance_to_instances
-
-
-WatershedParams, distance_to_instances = _postprocess()
+from sslzoo.models.postprocess import WatershedParams, distance_to_instances
 
 SHAPE = (64, 96)
 
