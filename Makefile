@@ -22,7 +22,7 @@ lint: $(STAMP)  ## ruff check (incl. RUF100) + ruff format --check + mypy on ssl
 	$(BIN)/mypy
 
 test: $(STAMP) lint  ## install if needed, then lint + pytest
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 serve: $(STAMP)  ## install if needed, then serve the embedded default models
 	exec $(BIN)/sslzoo serve

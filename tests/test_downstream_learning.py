@@ -132,7 +132,8 @@ def test_watershed_tuning_picks_the_best_setting_on_training_tiles(tmp_path, mon
 
     monkeypatch.setattr(module, "tune_watershed", spy)
     out = tmp_path / "run"
-    result = finetune(FinetuneConfig(**SMALL, epochs=3), data, out, accelerator="cpu", progress=False)
+    config = FinetuneConfig(**SMALL, epochs=3, watershed="tuned")  # the default is the authors' fixed setting
+    result = finetune(config, data, out, accelerator="cpu", progress=False)
     assert len(calls) == 1
     distances, labels, params, value = calls[0]
     assert len(distances) == result.n_train_tiles and all(d.shape == (64, 64) for d in distances)

@@ -82,9 +82,10 @@ def test_simclr_embeds_both_views_and_pairs_them():
     method.encoder, method.projector = Passthrough(), nn.Identity()
     v1, v2 = _views()
     loss, _ = method.training_loss(v1, v2)
-    # every anchor: positive cos 1/√2, the 2N-2 others orthogonal (τ = 1)
-    expected = math.log(1 + (2 * N - 2) * math.exp(-1 / math.sqrt(2)))
-    one_view_twice = math.log(1 + (2 * N - 2) * math.exp(-1.0))
+    # every anchor: positive cos 1/√2, the 2N-2 others orthogonal (τ = 1); the authors' NT-Xent keeps the
+    # positive out of the denominator: -s_pos + log(sum over the 2N-2 negatives of exp(0))
+    expected = math.log(2 * N - 2) - 1 / math.sqrt(2)
+    one_view_twice = math.log(2 * N - 2) - 1.0
     assert loss.item() == pytest.approx(expected, abs=1e-5)
     assert abs(expected - one_view_twice) > 0.2
     seen = method.encoder.seen

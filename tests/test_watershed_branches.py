@@ -106,8 +106,9 @@ def test_the_nuclei_default_model_uses_the_h_maxima_branch():
 
 
 def test_an_object_of_exactly_min_size_is_kept_and_mismatched_tuning_input_refused():
-    from sslzoo.downstream.watershed import remove_small_and_relabel, tune_watershed
+    from sslzoo.downstream.watershed import tune_watershed
     from sslzoo.errors import DataError
+    from sslzoo.models.postprocess import remove_small_and_relabel
 
     labels = np.zeros((8, 8), np.int64)
     labels[0, :5] = 4  # 5 pixels
