@@ -38,7 +38,7 @@ LAYERS: dict[str, int] = {
     "serving": 5,
     "cli": 6,
 }
-ROOT_MODULES = {"sslzoo", "sslzoo.errors", "sslzoo.vocabulary"}
+ROOT_MODULES = {"sslzoo", "sslzoo.errors", "sslzoo.vocabulary", "sslzoo.config_file"}
 #: Packages whose internal cycle another branch is removing: skipped only while the cycle exists.
 KNOWN_CYCLES: dict[str, str] = {}
 

@@ -23,9 +23,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from sslzoo.errors import ConfigError
+from sslzoo.config_file import read_yaml_config
 from sslzoo.vocabulary import BASELINES, DATASET_KINDS, METHODS, FrozenBN, Task, WatershedMode
 
 #: Methods the study knows (CONTRACTS.md section 1): baselines first, then the pretext methods in Table II order.
@@ -161,22 +161,10 @@ class StudyConfig(BaseModel):
 
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study YAML; relative dataset paths are taken relative to the YAML's folder."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such study config; pass a YAML file such as configs/study/cpu_monuseg.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a study config is a YAML mapping with name, datasets, methods, ...")
-    try:
-        config = StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+    config = read_yaml_config(
+        path, StudyConfig, "study config", "configs/study/cpu_monuseg.yaml", "name, datasets, methods, ..."
+    )
     for spec in config.datasets.values():
         spec.path = Path(os.path.expandvars(str(spec.path))).expanduser()
         if not spec.path.is_absolute():

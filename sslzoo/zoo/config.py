@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sslzoo.errors import ConfigError
+from sslzoo.config_file import read_yaml_config
 from sslzoo.vocabulary import METHODS, NAMED_DATASETS, Task
 
 #: The seven pretext methods (CONTRACTS.md section 1), in Table II order.
@@ -221,22 +221,10 @@ def expand_path(text: str) -> str:
 
 def load_zoo_config(path: str | Path) -> ZooConfig:
     """Read a zoo YAML; relative dataset paths are taken relative to the YAML's folder."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such zoo config; pass a YAML file such as configs/zoo/cpu.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a zoo config is a YAML mapping with name, backbone, methods, datasets, ...")
-    try:
-        config = ZooConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+    config = read_yaml_config(
+        path, ZooConfig, "zoo config", "configs/zoo/cpu.yaml", "name, backbone, methods, datasets, ..."
+    )
     for spec in config.datasets.values():
         spec.path = Path(expand_path(str(spec.path)))
         if not spec.path.is_absolute():
