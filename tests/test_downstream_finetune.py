@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,21 @@ def test_max_steps_ending_mid_epoch_with_validation_finishes(lesion_dir, tmp_pat
     result = finetune(config, lesion_dir, tmp_path / "run", accelerator="cpu", progress=False)
     assert result.epochs >= 1 and 0.0 <= result.score <= 1.0
     assert json.loads((tmp_path / "run" / "segmenter.json").read_text())["training"]["global_step"] == 3
+
+
+def test_resuming_a_checkpoint_of_another_architecture_says_what_to_delete(lesion_dir, tmp_path):
+    """A checkpoint left by an interrupted run with other decoder widths is refused with the folder to delete,
+    not a wall of ``size mismatch`` errors (seen when a zoo build resumed across an sslzoo upgrade)."""
+    narrow = FinetuneConfig(**TINY | {"epochs": 1, "val_fraction": 0.0}, decoder_channels=(64, 32, 16, 16, 8))
+    finetune(narrow, lesion_dir, tmp_path / "narrow", accelerator="cpu", progress=False)
+    out = tmp_path / "wide"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "narrow" / "checkpoints" / "last.ckpt", out / "checkpoints" / "last.ckpt")
+    wide = narrow.model_copy(update={"decoder_channels": (128, 64, 32, 32, 16)})
+    with pytest.raises(ConfigError, match=r"another model architecture .*size|delete .*checkpoints"):
+        finetune(wide, lesion_dir, out, accelerator="cpu", progress=False, resume=True)
+    # the same architecture resumes
+    same = tmp_path / "same"
+    (same / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "narrow" / "checkpoints" / "last.ckpt", same / "checkpoints" / "last.ckpt")
+    assert finetune(narrow, lesion_dir, same, accelerator="cpu", progress=False, resume=True).epochs >= 1

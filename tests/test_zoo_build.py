@@ -107,6 +107,28 @@ def test_rebuild_does_nothing_and_a_killed_build_continues(built: Path, monkeypa
         build_zoo(other, built, report=lambda line: None)
 
 
+def test_an_entry_another_process_is_building_is_left_to_it(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two builds of one folder (a second shard, or the command started twice) never write the same entry."""
+    from sslzoo.zoo.build import build_zoo, entry_lock
+    from sslzoo.zoo.config import load_zoo_config
+
+    monkeypatch.setenv("SSLZOO_TINY_ZOO_DATA", str(built.parent / "data"))
+    config = load_zoo_config(TINY)
+    entry = built / ENCODERS[1]
+    for name in ("DONE", "entry.json"):
+        (entry / name).unlink()
+    lines: list[str] = []
+    with entry_lock(entry) as held:  # this test is "the other process"
+        assert held
+        with entry_lock(entry) as second:
+            assert not second
+        busy = build_zoo(config, built, report=lines.append)
+    assert busy.busy == [ENCODERS[1]] and busy.built == [] and not (entry / "DONE").exists()
+    assert any("another process is building it" in line for line in lines)
+    after = build_zoo(config, built, report=lambda line: None)  # lock released: built (from its finished steps)
+    assert after.built == [ENCODERS[1]] and (entry / "DONE").is_file()
+
+
 def test_publish_pull_by_name_load_embed_and_predict(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -108,6 +108,8 @@ def _build(args: argparse.Namespace) -> int:
         f"leaderboard: {args.out}/LEADERBOARD.md",
         flush=True,
     )
+    if summary.busy:
+        print(f"left to the process building them: {', '.join(summary.busy)}", flush=True)
     if summary.failed:
         for name, error in summary.failed.items():
             print(f"FAILED {name}: {error}", file=sys.stderr)

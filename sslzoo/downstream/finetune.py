@@ -369,6 +369,8 @@ def finetune(
     monitor = "val/loss" if val_loader is not None else "train/loss"
     module = SegmentationModule(model, task, config.lr, config.patience, monitor)
     run = _trainer(config, out, monitor, val_loader is not None, accelerator, devices, precision, progress)
+    if ckpt_path is not None:
+        _check_checkpoint_fits(Path(ckpt_path), module)
     _fit(run, module, train_loader, val_loader, config, ckpt_path)
     train_seconds = run.history.fit_seconds()
     _keep_final_weights(run, module, out / CHECKPOINT_DIR / LAST_CHECKPOINT)
@@ -428,6 +430,25 @@ def _resume_checkpoint(out: Path, resume: bool) -> str | None:
     if not resume:
         raise ConfigError(f"{out} holds an unfinished run ({last}); pass --resume to continue it or another --out")
     return str(last)
+
+
+def _check_checkpoint_fits(ckpt: Path, module: torch.nn.Module) -> None:
+    """ConfigError when the unfinished run's checkpoint holds another architecture than ``module`` (e.g. made by an
+    older sslzoo with other decoder widths), instead of a wall of ``size mismatch`` lines from ``load_state_dict``."""
+    stored = torch.load(ckpt, map_location="cpu", weights_only=False).get("state_dict", {})  # our own file
+    current = module.state_dict()
+    differ = [
+        f"{key} {tuple(stored[key].shape)} vs {tuple(value.shape)}"
+        for key, value in current.items()
+        if key in stored and tuple(stored[key].shape) != tuple(value.shape)
+    ]
+    missing = sorted(set(current) ^ set(stored))
+    if differ or missing:
+        detail = "; ".join(differ[:3]) or f"parameters {', '.join(missing[:3])} on one side only"
+        raise ConfigError(
+            f"{ckpt.parent.parent} holds an unfinished run of another model architecture ({detail}); it cannot be "
+            f"resumed: delete {ckpt.parent} to train this run from the start"
+        )
 
 
 def _model_and_data(config: FinetuneConfig, index: Any, task: Task, progress: bool) -> tuple[Any, Any, Any]:

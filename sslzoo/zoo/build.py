@@ -27,7 +27,8 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 ZOO_FILE = "zoo.json"
 WORK_DIR = "work"
+LOCK_FILE = ".building"
 PACKAGE_FILES = ("model.safetensors", "config.json", "README.md")
 Report = Callable[[str], None]
 
@@ -67,6 +69,33 @@ def _write_json(path: Path, model: BaseModel | dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+@contextmanager
+def entry_lock(entry_dir: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``entry_dir/.building`` while one process builds the entry.
+
+    Yields False (and holds nothing) when another process holds it: two builds of one folder (a second shard, or a
+    command started twice) never write the same entry; the lock dies with its process, so a killed build leaves no
+    stale lock behind.
+    """
+    import fcntl
+
+    entry_dir.mkdir(parents=True, exist_ok=True)
+    with open(entry_dir / LOCK_FILE, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def machine_description(accelerator: str = "auto") -> str:
@@ -569,12 +598,21 @@ def build_zoo(
         report(f"{len(summary.skipped)} of {len(entries)} entries of shard {shard[0]}/{shard[1]} are done already")
     for position, entry in enumerate(todo, start=1):
         label = f"[{len(summary.skipped) + position}/{len(entries)}]"
-        report(f"{label} {entry.name}: building")
         try:
-            record = build_entry(
-                config, entry, out, accelerator=accelerator, devices=devices, precision=precision, command=command,
-                report=report,
-            )  # fmt: skip
+            with entry_lock(out / entry.name) as mine:
+                if not mine:
+                    summary.busy.append(entry.name)
+                    report(f"{label} {entry.name}: another process is building it (see {entry.name}/{LOCK_FILE}); "
+                           "skipped")  # fmt: skip
+                    continue
+                if is_done(out, entry):  # finished by another process since this build started
+                    summary.skipped.append(entry.name)
+                    continue
+                report(f"{label} {entry.name}: building")
+                record = build_entry(
+                    config, entry, out, accelerator=accelerator, devices=devices, precision=precision,
+                    command=command, report=report,
+                )  # fmt: skip
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one broken entry must not stop an unattended build; a rerun retries it

@@ -85,6 +85,7 @@ class BuildSummary(BaseModel):
     built: list[str] = Field(default_factory=list)
     failed: dict[str, str] = Field(default_factory=dict, description="entry -> error (traceback in work/error.txt)")
     seconds: dict[str, float] = Field(default_factory=dict)
+    busy: list[str] = Field(default_factory=list, description="entries another process was building (left to it)")
 
 
 def build_entries(config: ZooConfig) -> list[EntrySpec]:
