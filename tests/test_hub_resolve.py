@@ -127,3 +127,33 @@ def test_cli_zoo_list_shows_the_aliases(zoo: Path, capsys: pytest.CaptureFixture
     assert main(["zoo", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[SEGMENTER]["aliases"] == ["nuclei"] and rows[ENCODER]["aliases"] == ["embed"]
+
+
+def test_cli_zoo_list_shows_finished_zoo_folder_entries_with_their_numbers(
+    models: dict[str, Path],
+    zoo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A zoo build's folder named by $SSLZOO_ZOO_DIR lists its finished entries (NQC, probe) as 'zoo-folder';
+    an entry still being built (no DONE) is not listed."""
+    built = tmp_path / "built"
+    finished, unfinished = built / "simclr-resnet18-monuseg", built / "moco-resnet18-monuseg"
+    for folder in (finished, unfinished):
+        shutil.copytree(models["encoder"], folder)
+        (folder / "entry.json").write_text(
+            json.dumps({"nqc": {"nqc": 0.61}, "probe": {"metric": "aji_plus", "mean": 0.42}})
+        )
+    (finished / "DONE").write_text("")
+    monkeypatch.setenv("SSLZOO_ZOO_DIR", str(built))
+    assert main(["zoo", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[finished.name]["where"] == "zoo-folder" and unfinished.name not in rows
+    assert rows[finished.name]["metrics"] == {"nqc": 0.61, "probe_aji_plus": 0.42}
+    assert rows[SEGMENTER]["where"] == "packaged"
+    assert main(["zoo", "list"]) == 0
+    assert any(
+        line.startswith(finished.name) and line.rstrip().endswith("zoo-folder")
+        for line in capsys.readouterr().out.splitlines()
+    )

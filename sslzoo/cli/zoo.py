@@ -99,9 +99,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "list",
         help="list zoo entries: name, kind, method, backbone, dataset, task, metrics, licence, where",
         description=(
-            "List the zoo's entries and where each lives: 'packaged' (embedded in sslzoo), 'cached' (in the local "
-            "Hugging Face cache) or 'hub' (downloaded on first use); with --all also the 'planned' names that are "
-            "not published yet."
+            "List the zoo's entries and where each lives: 'packaged' (embedded in sslzoo), 'zoo-folder' (built by "
+            "'sslzoo zoo build' into a folder named by $SSLZOO_ZOO_DIR), 'cached' (in the local Hugging Face "
+            "cache) or 'hub' (downloaded on first use); with --all also the 'planned' names that are not published "
+            "yet."
         ),
     )
     listing.add_argument("--json", action="store_true", help="print a JSON list")

@@ -27,6 +27,7 @@ from sslzoo.hub.names import (
     parse_name,
     planned_names,
 )
+from sslzoo.hub.zoo_folder import zoo_folder_entries
 from sslzoo.vocabulary import Task
 
 REGISTRY_ENV = "SSLZOO_HUB_REGISTRY"
@@ -43,7 +44,7 @@ DATASET_LICENCES: dict[str, str] = {
 
 #: Where an entry's files are: embedded in the package, in the local HF cache, only on the Hub, or not
 #: published yet (listed with ``--all``).
-Where = Literal["packaged", "cached", "hub", "planned"]
+Where = Literal["packaged", "zoo-folder", "cached", "hub", "planned"]
 
 
 class ZooEntry(BaseModel):
@@ -179,16 +180,30 @@ def _is_cached(entry: ZooEntry, cache_dir: str | Path | None) -> bool:
     )
 
 
-def _entry_from_folder(name: str, folder: Path, namespace: str | None) -> ZooEntry:
-    metrics: dict[str, float] = {}
+def _folder_metrics(folder: Path) -> dict[str, float]:
+    """A segmenter's scores (``segmenter.json``), or a zoo build's encoder numbers (``entry.json``: NQC, probe)."""
     segmenter_json = folder / "segmenter.json"
     if segmenter_json.is_file():
-        metrics = {
+        return {
             k: float(v)
             for k, v in json.loads(segmenter_json.read_text()).get("metrics", {}).items()
             if isinstance(v, int | float)
         }
-    return ZooEntry.from_name(name, namespace, files=file_hashes(folder), metrics=metrics, where="packaged")
+    entry_json = folder / "entry.json"
+    if not entry_json.is_file():
+        return {}
+    record = json.loads(entry_json.read_text())
+    metrics: dict[str, float] = {}
+    if isinstance((record.get("nqc") or {}).get("nqc"), int | float):
+        metrics["nqc"] = float(record["nqc"]["nqc"])
+    probe = record.get("probe") or {}
+    if isinstance(probe.get("mean"), int | float):
+        metrics[f"probe_{probe.get('metric', 'score')}"] = float(probe["mean"])
+    return metrics
+
+
+def _entry_from_folder(name: str, folder: Path, namespace: str | None, where: Where = "packaged") -> ZooEntry:
+    return ZooEntry.from_name(name, namespace, files=file_hashes(folder), metrics=_folder_metrics(folder), where=where)
 
 
 def list_entries(
@@ -202,6 +217,13 @@ def list_entries(
         entry = entry.with_namespace(namespace or os.environ.get(NAMESPACE_ENV))
         where: Where = "cached" if _is_cached(entry, cache_dir) else "hub"
         entries[entry.name] = entry.model_copy(update={"where": where})
+    for name, built in zoo_folder_entries().items():  # $SSLZOO_ZOO_DIR wins over the HF cache and the Hub
+        known = entries.get(name)
+        entries[name] = (
+            known.model_copy(update={"where": "zoo-folder"})
+            if known
+            else _entry_from_folder(name, built, namespace, where="zoo-folder")
+        )
     for name in packaged_names():
         folder = packaged_folder(name)
         assert folder is not None
@@ -215,5 +237,5 @@ def list_entries(
     for alias, target in ALIAS_TARGETS.items():
         if target in entries:
             entries[target] = entries[target].model_copy(update={"aliases": [*entries[target].aliases, alias]})
-    order = {"packaged": 0, "cached": 1, "hub": 2, "planned": 3}
+    order = {"packaged": 0, "zoo-folder": 1, "cached": 2, "hub": 3, "planned": 4}
     return sorted(entries.values(), key=lambda e: (order[e.where], e.kind, e.dataset, e.name))
