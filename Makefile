@@ -21,8 +21,11 @@ lint: $(STAMP)  ## ruff check (incl. RUF100) + ruff format --check + mypy on ssl
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) lint  ## install if needed, then lint + pytest
-	$(BIN)/python -m pytest -q --durations=15
+# one pytest worker per core (tests pin torch to 1-2 threads); --dist loadfile keeps each file (and its
+# module-scoped fixtures: a tiny zoo, a running server) in one worker. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= auto
+test: $(STAMP) lint  ## install if needed, then lint + pytest (parallel over the cores)
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 serve: $(STAMP)  ## install if needed, then serve the embedded default models
 	exec $(BIN)/sslzoo serve
