@@ -364,3 +364,91 @@ def test_cli_on_real_monuseg_matches_slow_reference(shared_data, tmp_path, capsy
         for key in SCORE_KEYS:
             assert abs(row[key] - expected[row["id"]][key]) <= 1e-12, (row["id"], key)
     assert 0.0 < result["mean"]["aji"] < 1.0
+
+
+# ----------------------------------------------------------------------------- pinned by the mutation run
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_one_small_id_map_against_one_huge_id_map_matches_reference(seed):
+    """Mixed id ranges take the relabelling path of the table with one map on the lookup-table branch
+    (contiguous ids, or ids with gaps) and the other on the ``np.unique`` branch; a map without background
+    (every pixel an object) reaches the ``np.unique`` branch's no-zero case."""
+    rng = np.random.default_rng(100 + seed)
+    shape = (int(rng.integers(16, 40)), int(rng.integers(16, 40)))
+    gt = random_instances(rng, shape, int(rng.integers(2, 20)))
+    gt = relabel_contiguous(gt)[0].reshape(shape)  # ids 1..N, no gaps
+    pred = perturb(rng, gt)
+    small = gt if seed % 3 else scatter_ids(rng, gt, 3 * gt.size)  # contiguous, or with gaps
+    huge = scatter_ids(rng, pred, 2**45)
+    if seed % 2:
+        huge = np.where(huge == 0, 2**46 + 1, huge)  # no background pixel at all
+    assert_matches_reference(huge, small)
+    assert_matches_reference(small, huge)
+
+
+def test_exactly_one_overlapping_pair_is_matched():
+    """One GT object and one prediction overlapping with IoU 1/3: AJI+ pairs them (C = 2, U = 6), PQ does not."""
+    gt = np.array([[1, 1, 1, 1, 0, 0]])
+    pred = np.array([[0, 0, 2, 2, 2, 2]])
+    scores = instance_scores(pred, gt)
+    assert scores["aji_plus_inter"] == 2 and scores["aji_plus_union"] == 6
+    assert scores["aji_inter"] == 2 and scores["aji_union"] == 6
+    assert (scores["tp"], scores["fp"], scores["fn"]) == (0, 1, 1)
+
+
+def test_pooling_sums_are_exact_for_a_hand_counted_image():
+    """The raw sums ``instance_scores`` returns for dataset pooling (see metrics.evaluate), counted by hand."""
+    gt = np.array([[1, 1, 1, 0, 2, 2]])
+    pred = np.array([[5, 5, 0, 0, 7, 7]])  # object 1: inter 2, union 3; object 2: a perfect match
+    scores = instance_scores(pred, gt)
+    expected = {
+        "aji_inter": 4, "aji_union": 5, "aji_plus_inter": 4, "aji_plus_union": 5, "tp": 2, "fp": 0, "fn": 0,
+        "dice_inter": 4, "dice_total": 9, "n_gt": 2, "n_pred": 2,
+    }  # fmt: skip
+    assert {k: scores[k] for k in expected} == expected
+    assert scores["iou_sum"] == pytest.approx(2 / 3 + 1)
+    assert set(scores) == {*SCORE_KEYS, *expected, "iou_sum"}
+
+
+def test_boolean_and_whole_float_label_maps_score_like_integer_ones():
+    rng = np.random.default_rng(7)
+    gt = random_instances(rng, (24, 24), 8)
+    pred = perturb(rng, gt)
+    reference = instance_scores(pred, gt)
+    assert instance_scores(pred.astype(np.float64), gt.astype(np.float32)) == reference
+    semantic = instance_scores(pred > 0, gt > 0)
+    assert semantic == instance_scores((pred > 0).astype(np.int64), (gt > 0).astype(np.int64))
+    assert overlap_table(pred > 0, gt > 0).gt_area.dtype == np.int64
+
+
+def test_errors_say_which_map_is_wrong():
+    fractional, negative = np.full((2, 2), 0.5), -np.ones((2, 2), int)
+    zeros = np.zeros((2, 2), int)
+    for call in (instance_scores, overlap_table):
+        with pytest.raises(DataError, match=r"^prediction: expected an integer label map"):
+            call(fractional, zeros)
+        with pytest.raises(DataError, match=r"^ground truth: label map has negative values"):
+            call(zeros, negative)
+    with pytest.raises(DataError, match="both label maps must have the same height and width"):
+        overlap_table(np.zeros((3, 4), int), np.zeros((4, 3), int))
+
+
+def test_relabel_edge_cases_and_table_dtypes():
+    assert relabel_contiguous(np.zeros((0, 0), int))[1] == 0
+    assert relabel_contiguous(np.array([[0]]))[1] == 0
+    flat, n = relabel_contiguous(np.array([[4]]))  # one pixel, one object
+    assert (flat.tolist(), n) == ([1], 1)
+    flat, n = relabel_contiguous(np.array([[2, 3, 3]]))  # id 1 absent, the others present
+    assert (flat.tolist(), n) == ([1, 2, 2], 2)
+    one = instance_scores(np.array([[4]]), np.array([[9]]))
+    assert (one["aji"], one["n_gt"], one["n_pred"], one["tp"]) == (1.0, 1, 1, 1)
+    for pred, gt in [(np.array([[0, 5, 5]]), np.array([[1, 1, 0]])), (np.array([[0, 2**40]]), np.array([[3, 3]]))]:
+        table = overlap_table(pred, gt)
+        for field in ("gt_area", "pred_area", "gt_index", "pred_index", "inter"):
+            assert getattr(table, field).dtype == np.int64, field
+
+
+def test_unnamed_label_maps_are_called_label_map_in_errors():
+    with pytest.raises(DataError, match=r"^label map: expected an integer label map"):
+        relabel_contiguous(np.full((2, 2), 0.5))

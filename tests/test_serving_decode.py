@@ -189,3 +189,118 @@ def test_label_maps_are_not_reoriented():
     buffer = io.BytesIO()
     im.save(buffer, format="PNG", exif=exif.tobytes())
     assert np.array_equal(decode_label_map(buffer.getvalue()), labels)
+
+
+# ------------------------------------------------------------------ pinned by the mutation run (docs/mutation.md)
+def test_every_error_names_the_field_it_is_about(rgb, monkeypatch):
+    """A multipart request has several files: the message must say which one was wrong (``name``)."""
+    cases = [
+        (lambda: decode_image("text", name="scan.png"), DataError, "scan.png: expected binary image data, got str"),
+        (lambda: decode_image(b"", name="scan.png"), DataError, "scan.png: empty body; send a PNG, JPEG or TIFF"),
+        (
+            lambda: decode_image(b"BM....", name="scan.bmp"),
+            DataError,
+            r"scan.bmp: not a PNG, JPEG or TIFF file \(starts with b'BM....'\)",
+        ),
+        (
+            lambda: decode_label_map(_encode(rgb, "PNG"), max_pixels=10, name="mask.png"),
+            TooLargeError,
+            "mask.png: 1,961 pixels",
+        ),
+        (
+            lambda: decode_image(_png_header_only(0, 5), name="zero.png"),
+            DataError,
+            r"zero.png: the header announces an empty image \(shape \(5, 0\)\)",
+        ),
+        (lambda: decode_image(_encode(rgb, "PNG")[:23], name="cut.png"), DataError, "cut.png: truncated PNG header"),
+    ]
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+    with pytest.raises(DataError, match=r"x.tif: TIFF without image data"):
+        header_pixels(b"II*\x00" + b"\xff" * 12, name="x.tif")
+    with pytest.raises(DataError, match=r"x.tif: cannot read the TIFF header \(suspicious number of tags"):
+        header_pixels(b"II*\x00\x08\x00\x00\x00\xff\xff", name="x.tif")
+
+
+def test_header_pixels_are_width_times_height_for_each_format_and_tiff_layout():
+    wide = np.zeros((3, 70, 5), np.uint8)  # a TIFF stored channels-first: 3 planes of 70 x 5
+    assert header_pixels(_encode(wide, "TIFF")) == (70 * 5, (3, 70, 5))
+    for shape in [(70, 5, 1), (70, 5, 2), (70, 5, 3), (70, 5, 4), (2, 70, 5), (4, 70, 5)]:
+        assert header_pixels(_encode(np.zeros(shape, np.uint8), "TIFF"))[0] == 70 * 5, shape
+    assert header_pixels(_encode(np.zeros((6, 70, 5), np.uint8), "TIFF"))[0] == 6 * 70 * 5  # 6: not a channel axis
+    assert header_pixels(_encode(np.zeros((70, 5), np.uint8), "TIFF"))[0] == 350
+    for fmt in ("PNG", "JPEG"):
+        assert header_pixels(_encode(np.zeros((70, 5, 3), np.uint8), fmt)) == (350, (70, 5)), fmt
+    exact = _png_header_only(7, 3)[:24]  # the 8-byte magic + IHDR up to width/height: enough for the header
+    assert header_pixels(exact) == (21, (3, 7))
+    assert header_pixels(_png_header_only(3_000_000_000, 1)[:24])[0] == 3_000_000_000  # unsigned 32-bit width
+    assert sniff_format(_encode(np.zeros((4, 4, 3), np.uint8), "JPEG")) == "jpeg"
+    assert sniff_format(_encode(np.zeros((4, 4), np.uint8), "TIFF")) == "tiff"
+
+
+def test_pixel_limit_variable_accepts_1_and_refuses_0_and_words(monkeypatch):
+    from sslzoo.errors import ConfigError
+    from sslzoo.serving.decode import max_pixels_from_env
+
+    monkeypatch.setenv("SSLZOO_MAX_PIXELS", "1")
+    assert max_pixels_from_env() == 1
+    for bad in ("0", "-5", "lots"):
+        monkeypatch.setenv("SSLZOO_MAX_PIXELS", bad)
+        with pytest.raises(ConfigError, match=f"SSLZOO_MAX_PIXELS must be a positive integer, got '{bad}'"):
+            max_pixels_from_env()
+    monkeypatch.setenv("SSLZOO_MAX_PIXELS", "20")
+    with pytest.raises(TooLargeError):
+        decode_label_map(_encode(np.zeros((5, 5), np.uint8), "PNG"))  # the variable applies to masks too
+    assert decode_label_map(_encode(np.zeros((4, 5), np.uint8), "PNG")).shape == (4, 5)
+
+
+def test_an_out_of_range_exif_orientation_is_ignored(rgb):
+    im = Image.fromarray(np.ascontiguousarray(rgb[:20, :30]))
+    exif = im.getexif()
+    exif[0x0112] = 9  # not an EXIF orientation
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG", exif=exif.tobytes())
+    assert np.array_equal(decode_image(buffer.getvalue()), rgb[:20, :30])
+
+
+def test_default_field_names_and_decoder_failures_are_in_the_message(rgb):
+    with pytest.raises(DataError, match=r"^image: empty body"):
+        decode_image(b"")
+    with pytest.raises(DataError, match=r"^mask: empty body"):
+        decode_label_map(b"")
+    with pytest.raises(DataError, match=r"^image: not a PNG"):
+        check_pixels(b"nope")
+    with pytest.raises(DataError, match=r"^image: not a PNG"):
+        header_pixels(b"nope")
+    png = _encode(rgb, "PNG")
+    cut = png[: len(png) // 2]  # header intact, pixel data cut: the decoder itself fails
+    with pytest.raises(DataError, match=r"^half.png: cannot decode as PNG, JPEG or TIFF \(image file is truncated\)"):
+        decode_image(cut, name="half.png")
+    with pytest.raises(DataError, match=r"^m.png: a label map must have one channel") as info:
+        decode_label_map(_encode(rgb, "PNG"), name="m.png")
+    assert "<bytes>" not in str(info.value)
+
+
+def test_bytearray_bodies_invalid_orientation_0_and_pillow_unreadable_tiffs(rgb):
+    png = _encode(rgb, "PNG")
+    assert np.array_equal(decode_image(bytearray(png)), rgb) and np.array_equal(decode_image(memoryview(png)), rgb)
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 0  # invalid: treated as "upright", not as a mirror
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG", exif=exif.tobytes())
+    assert np.array_equal(decode_image(buffer.getvalue()), rgb)
+    # a float32 RGB TIFF: Pillow cannot open it (so no orientation is read); tifffile decodes it, not mirrored
+    from sslzoo.data.io import read_image
+
+    data = _encode(rgb.astype(np.float32) / 255, "TIFF")
+    assert np.array_equal(decode_image(data), read_image(data))
+
+
+def test_a_pillow_decompression_bomb_error_keeps_the_field_name():
+    jpeg = bytearray(_encode(np.zeros((8, 8, 3), np.uint8), "JPEG"))
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5 : sof + 9] = struct.pack(">HH", 65000, 65000)
+    with pytest.raises(TooLargeError, match=r"^big.jpg: .*(pixels|decompression bomb)"):
+        header_pixels(bytes(jpeg), name="big.jpg")
