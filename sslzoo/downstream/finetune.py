@@ -96,6 +96,11 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(4, description="tiles per step (authors: 4)")
     lr: float = 1e-3
     tile_size: int = 256
+    inference_tile_size: int | None = Field(
+        None,
+        description="tile size the segmenter predicts with (scoring and later use); None: tile_size. The U-Net is "
+        "fully convolutional: larger tiles predict with less overlap (e.g. 1024: whole MoNuSeg images)",
+    )
     tiles_per_image: int | None = Field(None, description="keep at most this many tiles per image (CPU configs)")
     input_size: int | None = Field(
         None,
@@ -124,6 +129,8 @@ class FinetuneConfig(BaseModel):
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.tile_size % 32:
             problems.append(f"tile_size must be a multiple of 32 (U-Net downsamples 5 times), got {self.tile_size}")
+        if self.inference_tile_size is not None and (self.inference_tile_size < 32 or self.inference_tile_size % 32):
+            problems.append(f"inference_tile_size must be a multiple of 32 (>= 32), got {self.inference_tile_size}")
         if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
             problems.append(f"input_size must be a multiple of 32 (>= 32), got {self.input_size}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -608,7 +615,7 @@ def _segmenter(
         dataset=index.kind,
         mean=encoder_config.mean,
         std=encoder_config.std,
-        tile_size=config.tile_size,
+        tile_size=config.inference_tile_size or config.tile_size,
         resize_to=config.input_size,
         training=training_record,
     )

@@ -90,6 +90,12 @@ class ProbeSettings(BaseModel):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     tile_size: int = Field(256, ge=32)
+    inference_tile_size: int | None = Field(
+        None, ge=32, description="tile size the probe's segmenter scores with (None: tile_size; larger = less overlap)"
+    )
+    decoder_channels: tuple[int, int, int, int, int] | None = Field(
+        None, description="U-Net decoder widths of the probe (None: fine-tuning's default, the authors' 512..32)"
+    )
     tiles_per_image: int | None = Field(None, ge=1)
     input_size: int | None = Field(None, ge=32, description="semantic: squeeze whole images to this size")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])

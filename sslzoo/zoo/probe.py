@@ -151,7 +151,9 @@ def probe_config(init: str, backbone: str, kind: str, task: str | None, settings
     """The :class:`~sslzoo.downstream.finetune.FinetuneConfig` of one probe seed (encoder frozen, fixed steps)."""
     from sslzoo.downstream.finetune import FinetuneConfig
 
+    widths = {} if settings.decoder_channels is None else {"decoder_channels": settings.decoder_channels}
     return FinetuneConfig(
+        **widths,
         init=init,
         backbone=backbone,
         task=task,
@@ -164,6 +166,7 @@ def probe_config(init: str, backbone: str, kind: str, task: str | None, settings
         batch_size=settings.batch_size,
         lr=settings.lr,
         tile_size=settings.tile_size,
+        inference_tile_size=settings.inference_tile_size,
         tiles_per_image=settings.tiles_per_image,
         input_size=settings.input_size,
         val_fraction=0.0,  # fixed steps: no validation tiles, no early stopping
