@@ -207,8 +207,8 @@ def runtimes(segmenter, image: np.ndarray, repeat: int, compile_too: bool) -> No
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        candidates["ONNX Runtime (CPU)"] = lambda: session.run(None, {name: nchw.numpy()})[0]
+        feed = {session.get_inputs()[0].name: nchw.numpy()}
+        candidates["ONNX Runtime (CPU)"] = lambda: session.run(None, feed)[0]
     except Exception as exc:  # not installed or not exportable: say so in the table
         print(f"ONNX Runtime: not measured ({type(exc).__name__}: {str(exc)[:120]})")
     reference = eager_nchw()
