@@ -242,7 +242,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="segmenter folder (default: random ResNet-50 U-Net)")
     parser.add_argument("--backbone", default="resnet50", help="backbone of the default random model")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16], help="concurrency levels (none: skip)")
     parser.add_argument("--requests", type=int, default=32, help="requests per level for the small image")
     parser.add_argument("--large-requests", type=int, default=16, help="requests per level for the large image")
     parser.add_argument("--workers", type=int, default=1, help="TorchServe workers")
@@ -308,14 +308,16 @@ def main() -> int:
             f"\noverhead: 1 client, in-process / front / engine interleaved, {args.rounds} rounds (load {load_text()})"
         )
         print(f"{'image':22} {'round':>5} {'n':>4} {'in-process p50':>15} {'front p50':>10} {'engine p50':>11} "
-              f"{'front/in-proc':>14} {'engine/in-proc':>15}")  # fmt: skip
+              f"{'front/in-proc':>14} {'engine/in-proc':>15} {'paired front/in-proc':>21}")  # fmt: skip
         for label, round_, (inproc, front, direct) in overhead:
             base = statistics.median(inproc)
+            # each request's ratio to the in-process call next to it: robust to load that drifts within a round
+            paired = statistics.median(f / i for f, i in zip(front, inproc, strict=True))
             print(
                 f"{label:22} {round_:>5} {len(inproc):>4} {1000 * base:>13.0f}ms"
                 f" {1000 * statistics.median(front):>8.0f}ms"
                 f" {1000 * statistics.median(direct):>9.0f}ms {statistics.median(front) / base:>13.3f}x"
-                f" {statistics.median(direct) / base:>14.3f}x"
+                f" {statistics.median(direct) / base:>14.3f}x {paired:>20.3f}x"
             )
     if soak_rows:
         first = next(iter(images))
