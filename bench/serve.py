@@ -6,7 +6,10 @@ authenticating front (``front``) and, on loopback, straight to TorchServe behind
 so the difference of the two p50s is the latency the front adds; per level the
 script reports p50 / p95 latency and throughput (requests per second). In the same run the
 in-process path (``SegmentationService.segment_bytes``, the code ``sslzoo predict`` runs per image:
-decode → tiled U-Net → watershed → PNG) is timed sequentially on the same bytes.
+decode → U-Net → watershed → PNG) is timed on the same bytes, interleaved request by request with
+one front and one engine request (rotating the order), ``--rounds`` times: the overhead table gives
+per round the p50 of each path and the ratios front / in-process and engine / in-process, so a ratio
+holds under the same machine load (the server's worker idles while the in-process call runs).
 
 The model is a segmenter folder (``--model``) or, by default, a random-weight ResNet-50 U-Net
 (instance task: distance map + watershed) with the zoo's default tiling (256 px tiles, 64 px overlap):
@@ -16,6 +19,7 @@ the speed of a trained model is the same. Images come from ../shared/data when p
     .venv/bin/python bench/serve.py --quick               # fewer requests, resnet18
     .venv/bin/python bench/serve.py --model PATH --workers 2
     .venv/bin/python bench/serve.py --quick --soak 180      # + a 3-minute soak
+    .venv/bin/python bench/serve.py --model nuclei --clients 1 --rounds 3 --requests 24 --large-requests 8
 
 ``--soak SECONDS`` then keeps 4 clients sending the small image for that long, one request in
 five a bad one (garbage, empty, truncated PNG), and samples the RSS of the TorchServe worker
@@ -89,6 +93,10 @@ def make_model(folder: Path, backbone: str) -> Path:
     return Segmenter(unet, SegmenterConfig(task="instance", backbone=backbone)).save_pretrained(folder)
 
 
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -109,6 +117,30 @@ def run_clients(url: str, key: str, body: bytes, clients: int, requests: int) ->
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - start
     return [r[0] for r in results], wall, sum(not ok for _, ok in results)
+
+
+def interleaved(service, urls: list[str], key: str, body: bytes, n: int) -> list[list[float]]:
+    """``n`` rounds of one in-process call and one request per URL, the order rotating; latencies (s) per path."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png", "Accept": "image/png"}
+    latencies: list[list[float]] = [[] for _ in range(1 + len(urls))]
+    with httpx.Client(timeout=600) as http:
+
+        def call(path: int) -> None:
+            start = time.perf_counter()
+            if path == 0:
+                service.segment_bytes(body, "png")
+            else:
+                response = http.post(urls[path - 1], content=body, headers=headers)
+                if response.status_code != 200:
+                    raise SystemExit(f"{urls[path - 1]} answered {response.status_code}: {response.text[:300]}")
+            latencies[path].append(time.perf_counter() - start)
+
+        for i in range(n):
+            for k in range(len(latencies)):
+                call((i + k) % len(latencies))
+    return latencies
 
 
 BAD_BODIES = (b"garbage", b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")  # not an image, empty, truncated
@@ -210,7 +242,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=None, help="segmenter folder (default: random ResNet-50 U-Net)")
     parser.add_argument("--backbone", default="resnet50", help="backbone of the default random model")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--clients", type=int, nargs="*", default=[1, 4, 16], help="concurrency levels (none: skip)")
     parser.add_argument("--requests", type=int, default=32, help="requests per level for the small image")
     parser.add_argument("--large-requests", type=int, default=16, help="requests per level for the large image")
     parser.add_argument("--workers", type=int, default=1, help="TorchServe workers")
@@ -219,6 +251,7 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="then soak for SECONDS (0: none)")
     parser.add_argument("--token-expiration-min", type=int, default=None, help="TorchServe token expiry to set")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process timings")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the interleaved overhead measurement")
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
@@ -233,21 +266,12 @@ def main() -> int:
     images = load_images(args.data)
     print(
         f"model: {model} | torch threads {args.threads} | TorchServe workers {args.workers} | "
-        f"CPU cores {os.cpu_count()} | cuda {torch.cuda.is_available()}"
+        f"CPU cores {os.cpu_count()} | cuda {torch.cuda.is_available()} | load {load_text()}"
     )
 
-    service = SegmentationService.load("bench", model)
+    service = None if args.no_in_process else SegmentationService.load("bench", model)
     rows = []
-    for index, (label, body) in enumerate([] if args.no_in_process else images.items()):
-        n = args.requests if index == 0 else args.large_requests
-        service.segment_bytes(body, "png")  # warm-up
-        latencies = []
-        for _ in range(max(3, n // 4)):
-            start = time.perf_counter()
-            service.segment_bytes(body, "png")
-            latencies.append(time.perf_counter() - start)
-        rows.append((label, "in-process (sslzoo predict)", 1, latencies, sum(latencies), 0))
-    del service
+    overhead: list[tuple[str, int, list[list[float]]]] = []
 
     workdir = root / "work"
     process, port, engine_port = start_server(model, workdir, args.workers, args.threads, args.token_expiration_min)
@@ -258,6 +282,10 @@ def main() -> int:
         for index, (label, body) in enumerate(images.items()):
             n = args.requests if index == 0 else args.large_requests
             run_clients(url, key, body, 1, 1)  # warm-up
+            if service is not None:
+                service.segment_bytes(body, "png")  # warm-up
+                for round_ in range(1, args.rounds + 1):
+                    overhead.append((label, round_, interleaved(service, [url, engine], key, body, n)))
             for clients in args.clients:
                 # alternate front / engine per level, so both see the same machine load
                 for path, target in (("front (sslzoo serve)", url), ("engine (TorchServe direct)", engine)):
@@ -275,6 +303,22 @@ def main() -> int:
             f"{label:22} {path:28} {clients:>7} {len(latencies):>4} {1000 * statistics.median(latencies):>9.0f} "
             f"{1000 * percentile(latencies, 95):>9.0f} {len(latencies) / wall:>7.2f} {failures:>4}"
         )
+    if overhead:
+        print(
+            f"\noverhead: 1 client, in-process / front / engine interleaved, {args.rounds} rounds (load {load_text()})"
+        )
+        print(f"{'image':22} {'round':>5} {'n':>4} {'in-process p50':>15} {'front p50':>10} {'engine p50':>11} "
+              f"{'front/in-proc':>14} {'engine/in-proc':>15} {'paired front/in-proc':>21}")  # fmt: skip
+        for label, round_, (inproc, front, direct) in overhead:
+            base = statistics.median(inproc)
+            # each request's ratio to the in-process call next to it: robust to load that drifts within a round
+            paired = statistics.median(f / i for f, i in zip(front, inproc, strict=True))
+            print(
+                f"{label:22} {round_:>5} {len(inproc):>4} {1000 * base:>13.0f}ms"
+                f" {1000 * statistics.median(front):>8.0f}ms"
+                f" {1000 * statistics.median(direct):>9.0f}ms {statistics.median(front) / base:>13.3f}x"
+                f" {statistics.median(direct) / base:>14.3f}x {paired:>20.3f}x"
+            )
     if soak_rows:
         first = next(iter(images))
         print(f"\nsoak: {args.soak:.0f} s, 4 clients, {first} image, 1 request in 5 bad (garbage / empty / truncated)")

@@ -29,9 +29,39 @@ def test_predict_keeps_input_size_and_roundtrips_through_files(tmp_path, task):
     np.testing.assert_allclose(again.predict_map(image), out_map, atol=1e-5)
 
 
+def test_an_image_that_fits_inference_tile_runs_whole_in_one_padded_pass():
+    seg = _segmenter("instance")
+    shapes = []
+    seg.model.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    image = np.random.default_rng(3).integers(0, 255, (70, 150, 3), dtype=np.uint8)
+    out_map = seg.predict_map(image)
+    assert shapes == [(1, 3, 96, 160)]  # one pass, each side reflect-padded to a multiple of 32
+    from sslzoo.data.tiling import pad_to
+    from sslzoo.data.transforms import normalize_to_tensor
+
+    with torch.no_grad():
+        direct = seg.model(normalize_to_tensor(pad_to(image, 96, 160))[None])[0, 0, :70, :150].clamp(min=0)
+    np.testing.assert_allclose(out_map, direct.numpy(), atol=1e-5)
+
+
+def test_a_larger_image_runs_in_overlapping_windows_of_inference_tile():
+    from sslzoo.data.tiling import tile_grid
+
+    seg = _segmenter("instance")
+    seg.config.inference_tile = 64
+    shapes = []
+    seg.model.register_forward_hook(lambda module, args, out: shapes.extend([tuple(args[0].shape[1:])] * len(args[0])))
+    image = np.random.default_rng(4).integers(0, 255, (100, 150, 3), dtype=np.uint8)
+    out_map = seg.predict_map(image)
+    assert out_map.shape == (100, 150)
+    assert shapes == [(3, 64, 64)] * len(tile_grid(100, 150, 64, 16))
+    assert seg.window_geometry(100, 150) == (64, 16) and seg.window_geometry(64, 40) == (64, 0)
+
+
 def test_tiled_prediction_equals_whole_image_prediction_inside_a_tile():
     seg = _segmenter("semantic")
     seg.config.tile_overlap = 0
+    seg.config.inference_tile = 64  # windows of 64 px: the left window is the left half
     image = np.random.default_rng(1).integers(0, 255, (64, 128, 3), dtype=np.uint8)
     full = seg.predict_map(image)
     left = seg.predict_map(np.ascontiguousarray(image[:, :64]))

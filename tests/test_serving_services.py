@@ -339,3 +339,14 @@ def test_handler_files_are_thin_entry_points(store, samples, entry, handler_file
     answers = module.handle([{"body": b""}, {"body": _png(samples["image"])}], FakeContext(root / entry, [{}, {}]))
     assert len(answers) == 2 and json.loads(answers[0])["code"] == 400
     assert len(answers[1]) > 0
+
+
+def test_count_objects_counts_instance_ids_and_8_connected_semantic_components():
+    from sslzoo.serving.services import count_objects
+
+    labels = np.zeros((6, 8), np.int32)
+    labels[0, 0], labels[1, 1], labels[4, 5:7] = 7, 7, 3  # ids 3 and 7 (not contiguous)
+    assert count_objects(labels, "instance") == 2
+    assert count_objects(labels, "semantic") == 2  # the diagonal pair is one 8-connected piece
+    assert count_objects(np.zeros((4, 4), np.int32), "instance") == 0
+    assert count_objects(np.zeros((0, 0), np.int32), "semantic") == 0

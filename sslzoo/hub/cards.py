@@ -330,8 +330,9 @@ def _segmenter_texts(config: SegmenterConfig, name: str, data: DatasetCard) -> _
             "baseline for annotation-efficient learning."
         ),
         size_text=(
-            f"any height and width; images are tiled ({config.tile_size}x{config.tile_size}, overlap "
-            f"{config.tile_overlap}), the tiles stitched, and the result has the input's size."
+            f"any height and width; an image up to {config.inference_tile}x{config.inference_tile} runs whole "
+            f"(padded to a multiple of 32), a larger one in {config.inference_tile}-px windows overlapping by "
+            f"{config.tile_overlap}, blended; the result has the input's size."
         ),
         output_text=(
             "an int32 label map, 0 background and 1..N one id per object (distance-map regression, then "

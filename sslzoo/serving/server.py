@@ -129,6 +129,18 @@ def render_properties(config: ServeConfig, store: Path, models: list[str]) -> st
     return "\n".join(f"{key}={value}" for key, value in props.items()) + "\n"
 
 
+def torch_threads(workers: int, cores: int | None = None) -> str:
+    """Intra-op torch threads per worker: ``$SSLZOO_TORCH_THREADS`` when set, else the cores shared by the workers.
+
+    Unbounded, every worker's torch takes all cores; workers running at once then oversubscribe them and
+    torch's threads wait on each other (docs/inference.md, "Serving").
+    """
+    given = os.environ.get("SSLZOO_TORCH_THREADS", "").strip()
+    if given:
+        return given
+    return str(max(1, (cores or os.cpu_count() or 1) // max(1, workers)))
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct loopback ports that were free a moment ago (for tests, benchmarks, ad hoc servers)."""
     import socket
@@ -427,7 +439,7 @@ def serve(
     try:
         key_file, generated = resolve_key_file(config, work)
         keys = KeyStore(key_file)
-        extra_env = {}
+        extra_env = {"SSLZOO_TORCH_THREADS": torch_threads(config.workers)}
         if config.max_pixels:
             extra_env["SSLZOO_MAX_PIXELS"] = str(config.max_pixels)
         if config.max_body_bytes:

@@ -145,6 +145,22 @@ MUTATIONS: tuple[Mutation, ...] = (
         ("tests/test_watershed_branches.py",),
     ),
     Mutation(
+        "hmaxima-no-background-path",
+        "h-maxima seeds never look for a higher peak through the background",
+        "sslzoo/models/postprocess.py",
+        "        if level >= threshold:  # its component of smooth > peak - h lies inside the foreground",
+        "        if True:",
+        ("tests/test_postprocess_hmaxima.py",),
+    ),
+    Mutation(
+        "hmaxima-pass-ignored",
+        "h-maxima seeds: a maximum is removed by any higher region, whatever the pass between them",
+        "sslzoo/models/postprocess.py",
+        "            reach = np.float32(min(top_shifted[other], value))",
+        "            reach = np.float32(top_shifted[other])",
+        ("tests/test_postprocess_hmaxima.py", "tests/test_watershed_branches.py"),
+    ),
+    Mutation(
         "cka-a-with-itself",
         "compare-encoders compares A with itself",
         "sslzoo/cli/representation.py",
