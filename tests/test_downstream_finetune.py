@@ -338,18 +338,19 @@ def test_resuming_a_checkpoint_of_another_architecture_says_what_to_delete(lesio
 
 
 def test_inference_tile_size_is_the_segmenters_and_scores_the_images(nuclei_dir, tmp_path):
-    """Trained on 64 px tiles, scored with 128 px tiles: the saved segmenter predicts with 128 and reproduces the
-    stored score; the probe's lighter decoder widths reach the model."""
+    """Trained on 64 px tiles, scored in windows of at most 64 px (the 96 px test images: overlapping, blended):
+    the saved segmenter keeps that bound and reproduces the stored score; the probe's decoder widths reach the
+    model."""
     from sslzoo.zoo.config import ProbeSettings
     from sslzoo.zoo.probe import probe_config
 
-    settings = ProbeSettings(steps=2, tile_size=64, inference_tile_size=128, decoder_channels=(64, 32, 16, 16, 8))
+    settings = ProbeSettings(steps=2, tile_size=64, inference_tile_size=64, decoder_channels=(64, 32, 16, 16, 8))
     config = probe_config("random", "resnet18", "monuseg", None, settings, seed=0).model_copy(update={"workers": 0})
     assert config.frozen and config.max_steps == 2 and config.decoder_channels == (64, 32, 16, 16, 8)
     out = tmp_path / "run"
     result = finetune(config, nuclei_dir, out, accelerator="cpu", progress=False)
     stored = json.loads((out / "segmenter.json").read_text())
-    assert stored["tile_size"] == 128 and stored["training"]["tile_size"] == 64
+    assert stored["inference_tile"] == 64 and stored["tile_size"] == 64 == stored["training"]["tile_size"]
     assert json.loads((out / "config.json").read_text())["decoder_channels"] == [64, 32, 16, 16, 8]
     rescored = _rescore(out, nuclei_dir, stored["training"]["eval_ids"])
     assert rescored["aji_plus"] == pytest.approx(result.score, abs=1e-9)

@@ -98,8 +98,8 @@ class FinetuneConfig(BaseModel):
     tile_size: int = 256
     inference_tile_size: int | None = Field(
         None,
-        description="tile size the segmenter predicts with (scoring and later use); None: tile_size. The U-Net is "
-        "fully convolutional: larger tiles predict with less overlap (e.g. 1024: whole MoNuSeg images)",
+        description="largest window the segmenter predicts with (its inference_tile; None: the segmenter's default, "
+        "whole images up to 1024 px); the U-Net is fully convolutional, so it need not match tile_size",
     )
     tiles_per_image: int | None = Field(None, description="keep at most this many tiles per image (CPU configs)")
     input_size: int | None = Field(
@@ -615,7 +615,8 @@ def _segmenter(
         dataset=index.kind,
         mean=encoder_config.mean,
         std=encoder_config.std,
-        tile_size=config.inference_tile_size or config.tile_size,
+        tile_size=config.tile_size,
+        **({} if config.inference_tile_size is None else {"inference_tile": config.inference_tile_size}),
         resize_to=config.input_size,
         training=training_record,
     )
