@@ -335,3 +335,14 @@ def test_resuming_a_checkpoint_of_another_architecture_says_what_to_delete(lesio
     (same / "checkpoints").mkdir(parents=True)
     shutil.copy(tmp_path / "narrow" / "checkpoints" / "last.ckpt", same / "checkpoints" / "last.ckpt")
     assert finetune(narrow, lesion_dir, same, accelerator="cpu", progress=False, resume=True).epochs >= 1
+
+
+def test_eval_images_and_tile_overlap_reach_the_scored_set_and_the_segmenter(tmp_path):
+    """CPU configurations score part of the scored split (evenly spread) and may tile whole images with less
+    overlap; both are recorded in segmenter.json."""
+    data = write_lesion_dataset(tmp_path / "data", {"train": 3, "val": 3})
+    config = FinetuneConfig(**TINY | {"epochs": 1}, max_steps=1, eval_images=2, tile_overlap=16)
+    result = finetune(config, data, tmp_path / "run", accelerator="cpu", progress=False)
+    stored = json.loads((tmp_path / "run" / "segmenter.json").read_text())
+    assert result.n_eval_images == 2 and stored["training"]["eval_ids"] == ["l3", "l5"]  # val l3, l4, l5
+    assert stored["tile_overlap"] == 16 and "2 of its 3 images scored" in stored["training"]["eval_rule"]
