@@ -126,7 +126,7 @@ def wall_time_section(out: Path, rows: Sequence[Mapping[str, Any]]) -> list[str]
     if times:
         sections.append(
             f"Fine-tuning runs: {len(times)}, median {np.median(times):.0f} s, total {sum(times) / 60:.1f} min "
-            f"(training + watershed tuning + evaluation); pretraining: "
+            f"(training + evaluation, + watershed tuning when tuned); pretraining: "
             + (", ".join(f"{m}/{d} {s:.0f} s" for (m, d), s in sorted(pre.items())) or "none")
             + f"; study total (sum) {(sum(times) + sum(pre.values())) / 60:.1f} min."
         )
