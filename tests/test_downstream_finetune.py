@@ -356,3 +356,14 @@ def test_inference_tile_size_is_the_segmenters_and_scores_the_images(nuclei_dir,
     assert rescored["aji_plus"] == pytest.approx(result.score, abs=1e-9)
     with pytest.raises(ConfigError, match="inference_tile_size must be a multiple of 32"):
         FinetuneConfig(inference_tile_size=100)
+
+
+def test_eval_images_and_tile_overlap_reach_the_scored_set_and_the_segmenter(tmp_path):
+    """CPU configurations score part of the scored split (evenly spread) and may tile whole images with less
+    overlap; both are recorded in segmenter.json."""
+    data = write_lesion_dataset(tmp_path / "data", {"train": 3, "val": 3})
+    config = FinetuneConfig(**TINY | {"epochs": 1}, max_steps=1, eval_images=2, tile_overlap=16)
+    result = finetune(config, data, tmp_path / "run", accelerator="cpu", progress=False)
+    stored = json.loads((tmp_path / "run" / "segmenter.json").read_text())
+    assert result.n_eval_images == 2 and stored["training"]["eval_ids"] == ["l3", "l5"]  # val l3, l4, l5
+    assert stored["tile_overlap"] == 16 and "2 of its 3 images scored" in stored["training"]["eval_rule"]

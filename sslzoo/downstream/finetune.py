@@ -112,6 +112,10 @@ class FinetuneConfig(BaseModel):
         40, description="early-stopping patience in epochs (authors: 40); the learning rate halves after patience // 2"
     )
     eval_split: str | None = Field(None, description="scored split; None: test/val split or a fixed 20 % hold-out")
+    eval_images: int | None = Field(
+        None, description="score at most this many of the scored images, evenly spread in their order (CPU configs)"
+    )
+    tile_overlap: int = Field(64, description="inference on whole images: overlap of the tiles (pixels, <= tile/2)")
     watershed: WatershedMode = Field(
         "fixed", description="instance: the authors' fixed watershed setting, or tuned on the run's training tiles"
     )
@@ -135,6 +139,10 @@ class FinetuneConfig(BaseModel):
             problems.append(f"input_size must be a multiple of 32 (>= 32), got {self.input_size}")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.eval_images is not None and self.eval_images < 1:
+            problems.append(f"eval_images must be >= 1, got {self.eval_images}")
+        if self.tile_overlap < 0:
+            problems.append(f"tile_overlap must be >= 0, got {self.tile_overlap}")
         if self.tiles_per_image is not None and self.tiles_per_image < 1:
             problems.append(f"tiles_per_image must be >= 1, got {self.tiles_per_image}")
         if self.lr <= 0:
@@ -480,7 +488,21 @@ def _model_and_data(config: FinetuneConfig, index: Any, task: Task, progress: bo
         index, task, config.rate, config.seed, config.val_fraction, config.tile_size,
         config.tiles_per_image, config.eval_split, progress, config.input_size,
     )  # fmt: skip
-    return model, encoder_config, prepared
+    return model, encoder_config, limit_scored(prepared, config.eval_images)
+
+
+def limit_scored(prepared: Any, eval_images: int | None) -> Any:
+    """``prepared`` with at most ``eval_images`` of its scored images (evenly spread, in order; the rest are not
+    scored, nor trained on); unchanged when ``eval_images`` is None or not smaller than the scored set."""
+    import dataclasses
+
+    scored = prepared.split.eval
+    if eval_images is None or eval_images >= len(scored):
+        return prepared
+    keep = np.unique(np.linspace(0, len(scored) - 1, eval_images).round().astype(int))
+    rule = f"{prepared.split.rule}; {len(keep)} of its {len(scored)} images scored"
+    split = dataclasses.replace(prepared.split, eval=[scored[int(k)] for k in keep], rule=rule)
+    return dataclasses.replace(prepared, split=split)
 
 
 def _loaders(
@@ -616,6 +638,7 @@ def _segmenter(
         mean=encoder_config.mean,
         std=encoder_config.std,
         tile_size=config.tile_size,
+        tile_overlap=config.tile_overlap,
         **({} if config.inference_tile_size is None else {"inference_tile": config.inference_tile_size}),
         resize_to=config.input_size,
         training=training_record,

@@ -44,6 +44,11 @@ class DatasetSpec(BaseModel):
     path: Path
     kind: str | None = Field(None, description=f"{' | '.join(DATASET_KINDS)}; None: detected")
     task: Task | None = Field(None, description="semantic | instance; None: the dataset's own")
+    pretrain_skip: list[str] = Field(
+        default_factory=list,
+        description="splits left out of pretraining besides the scored images, e.g. [unlabeled] (ISIC 2017: the "
+        "official test images) to pretrain on the training split only, as the authors",
+    )
 
 
 class PretrainSettings(BaseModel):
@@ -85,6 +90,8 @@ class FinetuneSettings(BaseModel):
     decoder_channels: tuple[int, int, int, int, int] = (512, 256, 128, 64, 32)
     patience: int = Field(40, ge=1)
     eval_split: str | None = None
+    eval_images: int | None = Field(None, ge=1, description="score at most this many of the scored images")
+    tile_overlap: int = Field(64, ge=0, description="inference tile overlap on whole images (pixels)")
     watershed: WatershedMode = "fixed"
     workers: int = Field(2, ge=0)
 

@@ -1,16 +1,19 @@
 """Representation figures of a study for ``REPORT.md``: CKA bars (Table III), nearest-neighbour grid + NQC (Fig. 4)
 and a Grad-CAM panel (Fig. 5) of the paper.
 
-Per dataset, R(m) is the reference run of method m (rate 1.0, encoder fine-tuned, lowest seed s) in
-``<work>/runs/<run_id>/`` and E(m) the encoder it started from: ``<work>/pretrain/<method>-<backbone>-<dataset>/``,
-for ``random`` the init that ``build_unet`` draws after ``seed_everything(s)``, for ``imagenet`` the download.
+Per dataset, S is the supervised reference of Table III: the run of ``random`` at rate 1.0 with the encoder
+fine-tuned (lowest seed s) in ``<work>/runs/<run_id>/``; E(m) is the encoder method m starts from:
+``<work>/pretrain/<method>-<backbone>-<dataset>/``, for ``random`` the init that ``build_unet`` draws after
+``seed_everything(s)``, for ``imagenet`` the download. C(m) are the runs of Fig. 5: encoder FROZEN at the rate
+nearest to 2 % (:data:`CAM_RATE`; fine-tuned runs only when the study has no frozen ones), lowest seed.
 
-- ``figures/cka_<dataset>.png`` + ``cka.csv``: minibatch linear CKA (:func:`encoder_stage_cka`) of stages
-  Conv1..Conv4 (layer1..layer4) between E(m) and R(m)'s encoder after fine-tuning, on tiles of the held-out images
-  (``segmenter.json`` ``training.eval_ids``) cut as the segmenter saw them in training. 1 = stage unchanged.
-- ``figures/neighbours_<dataset>.png``: NQC (:func:`nqc`) of every E(m) on one view per image with a class label
-  (MoNuSeg: organ, ISIC 2017: diagnosis) and its Fig. 4 grid (:func:`plot_neighbours`), same queries for all.
-- ``figures/gradcam_<dataset>.png``: Grad-CAM (:func:`encoder_gradcam`, the encoder's last stage) of R(m) on the
+- ``figures/cka_<dataset>.png`` + ``cka.csv``: Table III, minibatch linear CKA (:func:`reference_stage_cka`) of
+  stages Conv1..Conv4 (layer1..layer4) between every E(m) and the ONE reference S, on tiles of the held-out images
+  (``segmenter.json`` ``training.eval_ids``) cut as the segmenters saw them in training.
+- ``figures/neighbours_<dataset>.png``: NQC (:func:`nqc`) of every E(m) on one view per image of the scored split
+  (``split_train_eval``: the images left out of pretraining and fine-tuning) with a class label (MoNuSeg: organ,
+  ISIC 2017: diagnosis) and its Fig. 4 grid (:func:`plot_neighbours`), same queries for all.
+- ``figures/gradcam_<dataset>.png``: Grad-CAM (:func:`encoder_gradcam`, the encoder's last stage) of C(m) on the
   held-out tiles; CAM quality = sum(cam * mask) / sum(cam) (:func:`cam_quality`). A uniform map scores the
   tile's foreground fraction (the chance level).
 
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 CKA_FILE = "cka.csv"
 STAGES = (1, 2, 3, 4)  # Conv1..Conv4 of Table III (sslzoo.metrics.representation.STAGE_MODULES)
 SECTION = "## Representations (Table III, Figs. 4-5 style)"
+#: Fig. 5's annotation rate (the paper shows frozen encoders at 2 %); the study's nearest rate is used
+CAM_RATE = 0.02
 
 
 @dataclass(frozen=True)
@@ -74,13 +79,38 @@ class HeldOut:
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def reference_runs(rows: Sequence[Mapping[str, Any]], dataset: str) -> tuple[int | None, dict[str, str]]:
-    """Seed s and ``{method: run_id}`` of the runs at rate 1.0, encoder fine-tuned, seed s = the lowest such seed."""
-    full = [r for r in rows if r["dataset"] == dataset and not r["frozen"] and math.isclose(r["rate"], 1.0)]
+def supervised_reference(rows: Sequence[Mapping[str, Any]], dataset: str) -> tuple[int | None, str | None]:
+    """Seed s and run id of Table III's reference S: ``random``, rate 1.0, encoder fine-tuned, the lowest seed."""
+    full = [r for r in rows if r["dataset"] == dataset and r["method"] == "random" and not r["frozen"]
+            and math.isclose(r["rate"], 1.0)]  # fmt: skip
     if not full:
-        return None, {}
-    seed = min(r["seed"] for r in full)
-    return seed, {r["method"]: r["run_id"] for r in full if r["seed"] == seed}
+        return None, None
+    best = min(full, key=lambda r: r["seed"])
+    return int(best["seed"]), str(best["run_id"])
+
+
+@dataclass(frozen=True)
+class CamSetting:
+    """The runs of Fig. 5: their rate, encoder state, seed and ``{method: run_id}``."""
+
+    rate: float
+    frozen: bool
+    seed: int
+    run_ids: dict[str, str]
+
+
+def cam_runs(rows: Sequence[Mapping[str, Any]], dataset: str, target: float = CAM_RATE) -> CamSetting | None:
+    """Fig. 5's runs: frozen encoder (fine-tuned only when the study has no frozen run), at the study's rate
+    nearest to ``target`` (in log scale; the lower one on a tie), lowest seed there; None without runs."""
+    subset = [r for r in rows if r["dataset"] == dataset]
+    if not subset:
+        return None
+    frozen = any(r["frozen"] for r in subset)
+    subset = [r for r in subset if r["frozen"] == frozen]
+    rate = min({r["rate"] for r in subset}, key=lambda v: (abs(math.log(v / target)), v))
+    subset = [r for r in subset if math.isclose(r["rate"], rate)]
+    seed = min(r["seed"] for r in subset)
+    return CamSetting(rate, frozen, seed, {r["method"]: r["run_id"] for r in subset if r["seed"] == seed})
 
 
 def initial_encoder(
@@ -178,25 +208,24 @@ def _save_photo_png(fig: Any, path: Path, dpi: int) -> Path:
 def cka_rows(
     dataset: str,
     starts: Mapping[str, tuple[nn.Module, EncoderConfig]],
-    segmenters: Mapping[str, Segmenter],
-    run_ids: Mapping[str, str],
+    reference: Segmenter,
+    reference_id: str,
     held: HeldOut,
     batch_size: int,
 ) -> list[dict[str, Any]]:
-    """One ``cka.csv`` row per method with both E(m) and R(m): CKA per stage (Conv1..Conv4) and their mean."""
-    from sslzoo.metrics.representation import encoder_stage_cka, stage_means
+    """Table III: one ``cka.csv`` row per starting encoder E(m), CKA per stage (Conv1..Conv4) against the ONE
+    supervised reference S (:func:`reference_stage_cka`) and their mean."""
+    from sslzoo.metrics.representation import reference_stage_cka, stage_means
 
+    if not starts:
+        return []
     size = min(batch_size, len(held.tiles))
-    rows = []
-    for method, segmenter in segmenters.items():
-        if method not in starts:
-            continue
-        batches = _batches(held.tiles, segmenter.config.mean, segmenter.config.std, size)
-        tuned = cast("nn.Module", segmenter.model.encoder)
-        values = encoder_stage_cka(starts[method][0], tuned, batches, STAGES, batch_size=size)
-        rows.append({"dataset": dataset, "method": method, "run_id": run_ids[method],
-                     "n_tiles": len(held.tiles) // size * size, **stage_means(values)})  # fmt: skip
-    return rows
+    batches = _batches(held.tiles, reference.config.mean, reference.config.std, size)
+    encoders = {method: encoder for method, (encoder, _) in starts.items()}
+    values = reference_stage_cka(encoders, cast("nn.Module", reference.model.encoder), batches, STAGES, size)
+    return [{"dataset": dataset, "method": method, "reference_run": reference_id,
+             "n_tiles": len(held.tiles) // size * size, **stage_means(values[method])}
+            for method in encoders]  # fmt: skip
 
 
 def plot_cka(rows: Sequence[Mapping[str, Any]], colours: Mapping[str, int], path: Path, title: str) -> Path:
@@ -220,7 +249,7 @@ def plot_cka(rows: Sequence[Mapping[str, Any]], colours: Mapping[str, int], path
     ax.axhline(1.0, color="grey", ls=":", lw=1)
     ax.set_xticks(np.arange(len(labels)), labels)
     ax.set_ylim(0, 1.12)
-    ax.set_ylabel("linear CKA (before vs after fine-tuning)")
+    ax.set_ylabel("linear CKA vs the supervised reference")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower left", ncols=len(rows))
     ax.grid(True, axis="y", alpha=0.3)
@@ -239,11 +268,13 @@ def neighbour_figure(
     view: SegmenterConfig,
     settings: FigureSettings,
     path: Path,
+    scored_ids: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], int, int, dict[str, int]]:
-    """NQC of every E(m) on one view per labelled image, and their Fig. 4 grids (two per row) in ``path``.
+    """NQC of every E(m) on one view per labelled image (of ``scored_ids`` when given: the scored split), and
+    their Fig. 4 grids (two per row) in ``path``.
 
     The native crop is ``settings.crop_size`` or the smallest image side. Returns ``({method: NQCResult}, n images,
-    crop, class counts)``; raises DataError when fewer than 2 images have a class.
+    crop, class counts)``; raises DataError when fewer than 2 of those images have a class.
     """
     import matplotlib
 
@@ -256,6 +287,12 @@ def neighbour_figure(
     if not starts:
         raise DataError("no starting encoder could be loaded")
     _, samples = select_samples(index.root, kind, labelled=True)
+    if scored_ids is not None:
+        wanted = set(scored_ids)
+        samples = [s for s in samples if s.id in wanted]
+        if len(samples) < 2:
+            raise DataError(f"{index.root}: NQC needs a class label for at least 2 images of the scored split, "
+                            f"found {len(samples)} of {len(wanted)}")  # fmt: skip
     images = [index.read_image(s) for s in samples]
     crop = min(settings.crop_size, *(min(im.shape[:2]) for im in images))
     views = [_view(im, view, crop) for im in images]
@@ -285,7 +322,8 @@ def neighbour_figure(
 
 # ------------------------------------------------------------------------------------------------ Grad-CAM
 def gradcam_qualities(segmenters: Mapping[str, Segmenter], held: HeldOut) -> dict[str, tuple[np.ndarray, list[float]]]:
-    """``{method: (CAMs (n, s, s), CAM quality per tile)}`` of each reference segmenter on the held-out tiles."""
+    """``{method: (CAMs (n, s, s), CAM quality per tile)}`` of each segmenter (frozen ones included, as Fig. 5)
+    on the held-out tiles."""
     from sslzoo.metrics.cam import cam_quality, encoder_gradcam
 
     out = {}
@@ -342,28 +380,34 @@ def _inputs(held: HeldOut, config: SegmenterConfig) -> str:
 
 @dataclass
 class DatasetInputs:
-    """What the parts of one dataset's section share: the reference segmenters R(m) (``run_ids`` of those found),
-    the starting encoders E(m), the dataset, and the held-out tiles (cut on first use, :func:`heldout_tiles`)."""
+    """What the parts of one dataset's section share: Table III's reference S (None when its run is missing),
+    Fig. 5's segmenters C(m) (``cam``: which runs), the starting encoders E(m), the dataset, the scored split's
+    ids, and the held-out tiles (cut on first use, :func:`heldout_tiles`)."""
 
     dataset: str
     methods: Sequence[str]
     seed: int
-    segmenters: dict[str, Segmenter]
-    run_ids: dict[str, str]
+    reference: Segmenter | None
+    reference_id: str | None
+    cam: CamSetting | None
+    cam_segmenters: dict[str, Segmenter]
     starts: dict[str, tuple[nn.Module, EncoderConfig]]
     index: DatasetIndex
     kind: str | None
+    scored_ids: list[str]
     figures: Path
     settings: FigureSettings
 
     @property
     def first(self) -> SegmenterConfig:
-        """The config of the first reference segmenter (tiling, resizing, held-out ids)."""
-        return next(iter(self.segmenters.values())).config
+        """The config of a loaded segmenter (the reference first): tiling, resizing, held-out ids."""
+        if self.reference is not None:
+            return self.reference.config
+        return next(iter(self.cam_segmenters.values())).config
 
     @functools.cached_property
     def held(self) -> HeldOut:
-        """The held-out tiles of the first reference run (computed again after a failure, never cached then)."""
+        """The held-out tiles of :attr:`first` (computed again after a failure, never cached then)."""
         return heldout_tiles(self.index, self.first.training.get("eval_ids", []), self.first, self.settings.tiles)
 
 
@@ -379,27 +423,40 @@ def dataset_section(
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The Markdown of one dataset (figures written into ``out/figures``) and its ``cka.csv`` rows.
 
-    Phases: find the reference runs and load their segmenters, find the dataset, load the starting encoders, then
-    the CKA, NQC and Grad-CAM parts (each replaced by a one-line note when it fails).
+    Phases: find Table III's supervised reference and Fig. 5's runs and load their segmenters, find the dataset
+    and its scored split, load the starting encoders, then the CKA, NQC and Grad-CAM parts (each replaced by a
+    one-line note when it fails).
     """
     from sslzoo.data.datasets import open_dataset
+    from sslzoo.downstream.data import split_train_eval
 
     lines = [f"### {dataset}", ""]
-    seed, run_ids = reference_runs(rows, dataset)
-    present = runs_found(run_ids, work)
-    if seed is None or not present:
-        return lines + [f"_Skipped: no fine-tuned segmenter at rate 100 % in {work / RUNS_DIR}._", ""], []
-    segmenters = load_segmenters(present, methods, work)
-    first = next(iter(segmenters.values())).config
+    seed, reference_id = supervised_reference(rows, dataset)
+    reference_found = runs_found({"random": reference_id} if reference_id else {}, work)
+    cam = cam_runs(rows, dataset)
+    cam_found = runs_found(cam.run_ids, work) if cam else {}
+    if not reference_found and not cam_found:
+        return lines + [f"_Skipped: neither the supervised reference (random, rate 100 %, fine-tuned) nor the "
+                        f"Grad-CAM runs have a segmenter in {work / RUNS_DIR}._", ""], []  # fmt: skip
+    reference = load_segmenters(reference_found, ["random"], work).get("random")
+    cam_segmenters = load_segmenters(cam_found, methods, work)
+    first = reference.config if reference is not None else next(iter(cam_segmenters.values())).config
     path = _dataset_path(dataset, config, first, data_root)
     if not path.is_dir():
         return lines + [f"_Skipped: dataset folder {path} not found (pass `--data-root`)._", ""], []
     kind = config.datasets[dataset].kind if config else None
     index = open_dataset(path, kind)
+    eval_split = config.finetune.eval_split if config else first.training.get("eval_split")
+    scored = [s.id for s in split_train_eval(index, eval_split).eval]
     backbone = config.backbone if config else first.backbone
-    starts, unloaded = starting_encoders(methods, backbone, dataset, work, seed)
-    inputs = DatasetInputs(dataset, methods, seed, segmenters, present, starts, index, kind, out / "figures", settings)
-    lines += reference_lines(inputs, sorted(set(run_ids) - set(present)), unloaded, work)
+    start_seed = seed if seed is not None else (cam.seed if cam else 0)
+    starts, unloaded = starting_encoders(methods, backbone, dataset, work, start_seed)
+    inputs = DatasetInputs(dataset, methods, start_seed, reference, reference_id if reference else None, cam,
+                           cam_segmenters, starts, index, kind, scored, out / "figures", settings)  # fmt: skip
+    missing = sorted(set(cam.run_ids.values()) - set(cam_found.values())) if cam else []
+    if reference_id and not reference_found:
+        missing.insert(0, reference_id)
+    lines += reference_lines(inputs, missing, unloaded, work)
     cka_lines, cka = cka_part(inputs)
     lines += cka_lines
     lines += _guarded("NQC / neighbour grid", neighbour_part, inputs)
@@ -408,14 +465,14 @@ def dataset_section(
 
 
 def runs_found(run_ids: Mapping[str, str], work: Path) -> dict[str, str]:
-    """``{method: run_id}`` of the reference runs whose segmenter is in ``work/runs``."""
+    """``{method: run_id}`` of the runs whose segmenter is in ``work/runs``."""
     from sslzoo.models.segmenter import SEGMENTER_FILE
 
     return {m: r for m, r in run_ids.items() if (work / RUNS_DIR / r / SEGMENTER_FILE).is_file()}
 
 
 def load_segmenters(present: Mapping[str, str], methods: Sequence[str], work: Path) -> dict[str, Segmenter]:
-    """The reference segmenters R(m), in the order of ``methods``."""
+    """The segmenters of ``present`` (``{method: run_id}``), in the order of ``methods``."""
     from sslzoo.models.segmenter import Segmenter
 
     return {m: Segmenter.from_pretrained(work / RUNS_DIR / present[m]) for m in methods if m in present}
@@ -434,15 +491,26 @@ def starting_encoders(
     return starts, unloaded
 
 
+def _state(frozen: bool) -> str:
+    return "frozen" if frozen else "fine-tuned"
+
+
 def reference_lines(inputs: DatasetInputs, missing: Sequence[str], unloaded: Sequence[str], work: Path) -> list[str]:
-    """Which reference runs were used, which were not found, which starting encoders did not load."""
-    lines = [f"Reference runs (rate 100 %, encoder fine-tuned, seed {inputs.seed}): "
-             + ", ".join(f"`{inputs.run_ids[m]}`" for m in inputs.segmenters) + "."]  # fmt: skip
+    """Which runs were used (Table III's reference, Fig. 5's runs), which were not found, which starting
+    encoders did not load."""
+    lines = []
+    if inputs.reference_id:
+        lines.append(f"Table III reference S: `{inputs.reference_id}` (random init, encoder fine-tuned, rate 100 %, "
+                     f"seed {inputs.seed}), one network for every method.")  # fmt: skip
+    if inputs.cam is not None and inputs.cam_segmenters:
+        cam = inputs.cam
+        lines.append(f"Fig. 5 runs (encoder {_state(cam.frozen)}, rate {100 * cam.rate:g} %, seed {cam.seed}): "
+                     + ", ".join(f"`{cam.run_ids[m]}`" for m in inputs.cam_segmenters) + ".")  # fmt: skip
     if missing:
         lines.append(f"Runs not found in {work / RUNS_DIR}: {', '.join(missing)}.")
     if unloaded:
         lines.append(f"Starting encoders not loaded: {'; '.join(unloaded)}.")
-    return [*lines, ""]
+    return [" ".join(lines), ""] if lines else []
 
 
 def _guarded(name: str, part: Callable[[DatasetInputs], list[str]], inputs: DatasetInputs) -> list[str]:
@@ -455,8 +523,11 @@ def _guarded(name: str, part: Callable[[DatasetInputs], list[str]], inputs: Data
 
 def cka_part(inputs: DatasetInputs) -> tuple[list[str], list[dict[str, Any]]]:
     """The CKA rows (:func:`cka_rows`) and their Markdown; rows computed before a failing figure are kept."""
+    if inputs.reference is None or inputs.reference_id is None:
+        return ["_CKA skipped: Table III needs the supervised reference run (random, encoder fine-tuned, "
+                "rate 100 %)._", ""], []  # fmt: skip
     try:
-        cka = cka_rows(inputs.dataset, inputs.starts, inputs.segmenters, inputs.run_ids, inputs.held,
+        cka = cka_rows(inputs.dataset, inputs.starts, inputs.reference, inputs.reference_id, inputs.held,
                        inputs.settings.batch_size)  # fmt: skip
     except Exception as exc:
         return _skip_note("CKA", exc), []
@@ -472,19 +543,20 @@ def cka_lines(inputs: DatasetInputs, cka: Sequence[Mapping[str, Any]]) -> list[s
 
     dataset, settings, held = inputs.dataset, inputs.settings, inputs.held
     if not cka:
-        return ["_CKA skipped: no method has both its starting encoder and its fine-tuned run._", ""]
+        return ["_CKA skipped: no starting encoder could be loaded._", ""]
     name = f"cka_{dataset}.png"
     plot_cka(cka, {m: k for k, m in enumerate(inputs.methods)}, inputs.figures / name,
-             f"{dataset}: starting encoder vs fine-tuned (100 %, seed {inputs.seed})")  # fmt: skip
+             f"{dataset}: starting encoders vs the supervised reference (seed {inputs.seed})")  # fmt: skip
     labels = [STAGE_LABELS[s] for s in STAGES]
     body = [[r["method"], *(f"{r[k]:.3f}" for k in [*labels, "mean"])] for r in cka]
     return [
         "#### CKA per encoder stage (Table III style)",
         "",
         f"Minibatch linear CKA (unbiased HSIC, minibatches of {min(settings.batch_size, len(held.tiles))}) "
-        f"between each method's starting encoder and the same encoder after fine-tuning, on "
-        f"{_inputs(held, inputs.first)}; 1 = fine-tuning left the stage's representation unchanged. "
-        "Conv1 = stem, Conv2..Conv4 = layer1..layer3. Numbers in `cka.csv`.",
+        "between each method's starting encoder E(m) (pretrained; for random the seeded init) and ONE network "
+        f"trained supervised on the whole training set (`{inputs.reference_id}`: random init, encoder "
+        f"fine-tuned, rate 100 %), on {_inputs(held, inputs.first)}; 1 = the same representation up to a "
+        "rotation and scale. Conv1..Conv4 = layer1..layer4 (the authors' backbone.1..4). Numbers in `cka.csv`.",
         "",
         *markdown_table(["method", *labels, "mean"], body).splitlines(),
         "",
@@ -494,11 +566,11 @@ def cka_lines(inputs: DatasetInputs, cka: Sequence[Mapping[str, Any]]) -> list[s
 
 
 def neighbour_part(inputs: DatasetInputs) -> list[str]:
-    """Fig. 4 style: NQC of every starting encoder and the neighbour grid (``figures/neighbours_<dataset>.png``)."""
+    """Fig. 4 style: NQC of every starting encoder on the scored split and the neighbour grid."""
     dataset, first = inputs.dataset, inputs.first
     name = f"neighbours_{dataset}.png"
     results, n, crop, counts = neighbour_figure(inputs.index, inputs.kind, inputs.starts, first, inputs.settings,
-                                                inputs.figures / name)  # fmt: skip
+                                                inputs.figures / name, inputs.scored_ids)  # fmt: skip
     what = (f"whole image squeezed to {first.resize_to} px" if first.resize_to
             else f"centre crop of {crop} px at native resolution")  # fmt: skip
     body = [[m, f"{r.nqc:.3f}", f"{r.loo_expectation:.3f}", f"{r.random_expectation:.3f}"]
@@ -507,8 +579,9 @@ def neighbour_part(inputs: DatasetInputs) -> list[str]:
         "#### Nearest neighbours and NQC (Fig. 4 style)",
         "",
         "NQC = share of images whose nearest neighbour (Euclidean, 10-d PCA of the pooled last stage; not the "
-        f"image itself) has the same class, for each starting encoder on all {n} images with a class label "
-        f"(pretraining images included; {what}; classes: "
+        f"image itself) has the same class, for each starting encoder on the {n} images of the scored split "
+        f"with a class label (of {len(inputs.scored_ids)} scored-split images; none of them was seen in "
+        f"pretraining or fine-tuning; {what}; classes: "
         + ", ".join(f"{c} {k}" for c, k in counts.items())
         + "). Chance: the leave-one-out expectation sum n_c (n_c - 1) / (l (l - 1)); the paper's sum (n_c/l)^2 "
         "is listed too. Grid: query, nearest and farthest neighbour; green frame = same class.",
@@ -521,21 +594,27 @@ def neighbour_part(inputs: DatasetInputs) -> list[str]:
 
 
 def gradcam_part(inputs: DatasetInputs) -> list[str]:
-    """Fig. 5 style: CAM quality of every reference segmenter and the panel (``figures/gradcam_<dataset>.png``)."""
-    dataset, settings, held = inputs.dataset, inputs.settings, inputs.held
+    """Fig. 5 style: CAM quality of the Grad-CAM runs and the panel (``figures/gradcam_<dataset>.png``)."""
+    dataset, settings, held, cam = inputs.dataset, inputs.settings, inputs.held, inputs.cam
+    if cam is None or not inputs.cam_segmenters:
+        return ["_Grad-CAM skipped: no segmenter of the Grad-CAM runs was found._", ""]
     name = f"gradcam_{dataset}.png"
-    cams = gradcam_qualities(inputs.segmenters, held)
+    cams = gradcam_qualities(inputs.cam_segmenters, held)
     plot_gradcam(cams, held, settings.columns, inputs.figures / name)
     chance = float(np.mean([np.mean(m > 0) for m in held.masks]))
     body = [[m, f"{np.mean(q):.3f} ± {np.std(q, ddof=1) if len(q) > 1 else 0.0:.3f}", f"{min(q):.2f}",
              f"{max(q):.2f}"] for m, (_, q) in cams.items()]  # fmt: skip
+    setting = (f"encoder {_state(cam.frozen)} at rate {100 * cam.rate:g} % (the study's rate nearest to the "
+               f"paper's {100 * CAM_RATE:g} %), seed {cam.seed}")  # fmt: skip
+    if not cam.frozen:
+        setting += "; the study has no frozen runs, the paper shows frozen encoders"
     return [
         "#### Grad-CAM (Fig. 5 style)",
         "",
-        "Grad-CAM of each reference segmenter at its encoder's last stage (target: the sum of the predicted "
-        f"foreground outputs), on {_inputs(held, inputs.first)}. CAM quality = sum(cam * mask) / sum(cam); a uniform "
-        f"map scores the foreground fraction, here {chance:.3f} on average (chance level). Panel: "
-        f"{min(settings.columns, len(held.tiles))} of the tiles, q = that tile's CAM quality.",
+        f"Grad-CAM of each method's segmenter ({setting}) at its encoder's last stage (target: the sum of the "
+        f"predicted foreground outputs), on {_inputs(held, inputs.first)}. CAM quality = sum(cam * mask) / "
+        f"sum(cam); a uniform map scores the foreground fraction, here {chance:.3f} on average (chance level). "
+        f"Panel: {min(settings.columns, len(held.tiles))} of the tiles, q = that tile's CAM quality.",
         "",
         *markdown_table(["method", "CAM quality (mean ± std over tiles)", "min", "max"], body).splitlines(),
         "",
@@ -576,7 +655,7 @@ def representation_figures(
         lines += section
         cka += rows_cka
     if cka:
-        columns = ["dataset", "method", "run_id", "n_tiles", *(f"Conv{s}" for s in STAGES), "mean"]
+        columns = ["dataset", "method", "reference_run", "n_tiles", *(f"Conv{s}" for s in STAGES), "mean"]
         write_csv_atomic(out / CKA_FILE, columns, cka)
     lines += [f"Computed in {time.perf_counter() - started:.0f} s from the work folder `{work}`.", ""]
     return lines

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from sslzoo.errors import DataError
+from sslzoo.errors import DataError, SslzooError
 from sslzoo.study.config import StudyConfig
 from sslzoo.study.curves import plot_curves
 from sslzoo.study.figures import representation_figures
@@ -33,7 +33,7 @@ from sslzoo.study.folders import load_stored_config
 from sslzoo.study.grid import build_grid, format_rate
 from sslzoo.study.history import read_pretrain_history, rqc_rows
 from sslzoo.study.results import read_runs, write_iqc
-from sslzoo.study.tables import methods_in_order, table_iqc, table_rqc, table_scores, table_wall_time
+from sslzoo.study.tables import methods_in_order, table_iqc, table_rqc, table_rqc_mean, table_scores, table_wall_time
 
 REPORT_FILE = "REPORT.md"
 NOTES_FILE = "notes.md"
@@ -59,7 +59,7 @@ def write_report(
     lower, upper = (config.iqc_lower, config.iqc_upper) if config else DEFAULT_IQC_INTERVAL
     iqc = write_iqc(out, lower, upper)
     sections = [
-        *header_section(out, title, config, rows),
+        *header_section(out, title, config, rows, data_root),
         *wall_time_section(out, rows),
         *dataset_sections(out, rows, iqc, lower, upper),
         *rqc_section(out),
@@ -91,12 +91,16 @@ def default_work_dir(out: Path, work_dir: str | Path | None) -> str | Path | Non
 
 
 # ------------------------------------------------------------------------------------------------ sections
-def header_section(out: Path, title: str | None, config: StudyConfig | None, rows: Sequence[Any]) -> list[str]:
-    """Title, the configuration (:func:`config_section`), progress (finished runs of the grid) and the machine."""
+def header_section(
+    out: Path, title: str | None, config: StudyConfig | None, rows: Sequence[Any], data_root: str | Path | None = None
+) -> list[str]:
+    """Title, the configuration (:func:`config_section`, :func:`pretraining_images_section`), progress (finished
+    runs of the grid) and the machine."""
     sections = [f"# {title or 'Study ' + (config.name if config else out.name)}", ""]
     n_grid = len(build_grid(config)) if config else None
     progress = f"{len(rows)} of {n_grid} runs finished" if n_grid else f"{len(rows)} runs"
-    sections += ["## Configuration", "", config_section(config), "", f"Progress: **{progress}**.", ""]
+    sections += ["## Configuration", "", config_section(config), *pretraining_images_section(config, data_root), "",
+                 f"Progress: **{progress}**.", ""]  # fmt: skip
     sections += [f"Report written on: {machine_description()}.", ""]
     return sections
 
@@ -122,7 +126,7 @@ def wall_time_section(out: Path, rows: Sequence[Mapping[str, Any]]) -> list[str]
     if times:
         sections.append(
             f"Fine-tuning runs: {len(times)}, median {np.median(times):.0f} s, total {sum(times) / 60:.1f} min "
-            f"(training + watershed tuning + evaluation); pretraining: "
+            f"(training + evaluation, + watershed tuning when tuned); pretraining: "
             + (", ".join(f"{m}/{d} {s:.0f} s" for (m, d), s in sorted(pre.items())) or "none")
             + f"; study total (sum) {(sum(times) + sum(pre.values())) / 60:.1f} min."
         )
@@ -207,9 +211,14 @@ def rqc_section(out: Path) -> list[str]:
     if not rqc:
         return sections + ["_No pretraining loss histories recorded (pretrain.csv)._", ""]
     return sections + [
-        "RQC = t / t* (t*: fastest method); t = wall time until the 5-epoch moving median of the pretext loss "
-        "comes within 5 % of its total drop and stays there 5 epochs. Pretext losses differ per method, so "
-        "RQC compares times, not loss values.",
+        "RQC = t / t* (t*: fastest method on that dataset); t = wall time until the 5-epoch moving median of the "
+        "pretext loss comes within 5 % of its total drop and stays there 5 epochs. Pretext losses differ per "
+        "method, so RQC compares times, not loss values. Table II reports one RQC per method, the mean over the "
+        "datasets (`mean_rqc_over_datasets`):",
+        "",
+        table_rqc_mean(rqc),
+        "",
+        "Per dataset:",
         "",
         table_rqc(rqc),
         "",
@@ -225,6 +234,75 @@ def discussion_section(out: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ configuration
+def watershed_description(mode: str) -> str:
+    """The instance post-processing of the study's runs, in words (with the fixed setting's parameters)."""
+    if mode != "fixed":
+        return "watershed tuned per run on its training tiles (AJI+); post-processing differs between runs"
+    from sslzoo.models.postprocess import FIXED_WATERSHED as w
+
+    lo, hi = w.area_median_factors or (0.0, math.inf)
+    return (f"the authors' fixed watershed for every method and run (sigma {w.sigma:g}, foreground "
+            f"{w.foreground_threshold:g}, seeds {w.seed_threshold:g}, hole filling {'on' if w.fill_holes else 'off'},"
+            f" area {lo:g}-{hi:g} x median)")  # fmt: skip
+
+
+def scored_description(ft: Any) -> str:
+    """Which images the runs are scored on (``eval_split`` / ``eval_images``) and the inference tiling."""
+    split = f"split {ft.eval_split!r}" if ft.eval_split else "the test split, else val, else a fixed 20 % hold-out"
+    subset = f"; at most {ft.eval_images} of them, evenly spread" if ft.eval_images else ""
+    return f"{split}{subset}; whole images, {ft.tile_size} px tiles overlapping by {ft.tile_overlap} px"
+
+
+def pretraining_images_section(config: StudyConfig | None, data_root: str | Path | None = None) -> list[str]:
+    """Per dataset with a pretext method: which images pretraining used (counts per split) and which it left
+    out (the scored split), beside the authors' choice (training split only; docs/fidelity.md)."""
+    if config is None or not config.pretext_methods:
+        return []
+    return [f"- pretraining images of `{name}`: {pretraining_images_text(config, name, data_root)}"
+            for name in config.datasets]  # fmt: skip
+
+
+def pretraining_images_text(config: StudyConfig, dataset: str, data_root: str | Path | None = None) -> str:
+    """One dataset's line of :func:`pretraining_images_section` (from the dataset folder when it is there)."""
+    from collections import Counter
+
+    from sslzoo.data.datasets import open_dataset
+    from sslzoo.downstream.data import split_train_eval
+    from sslzoo.study.runner import pretrain_images
+
+    authors = "the authors pretrained on the training split only"
+    spec = config.datasets[dataset]
+    path = Path(data_root) / spec.path.name if data_root is not None else spec.path
+    if not path.is_dir():
+        return (f"every image of the dataset except the scored ones (dataset folder {path} not found here, so no "
+                f"counts); {authors}")  # fmt: skip
+    if data_root is not None:
+        config = config.model_copy(deep=True)
+        config.datasets[dataset].path = path
+    try:
+        index = open_dataset(path, spec.kind)
+        images = pretrain_images(config, dataset)
+        scoring = split_train_eval(index, config.finetune.eval_split)
+    except SslzooError as exc:
+        return f"every image of the dataset except the scored ones (no counts: {type(exc).__name__}: {exc}); {authors}"
+    split_of = {Path(s.image).resolve(): s.split for s in index.samples}
+    used = Counter(split_of.get(Path(p).resolve(), "other") for p in images)
+    scored = Counter(s.split for s in scoring.eval)
+    train_split = next((s for s in ("train", "training") if s in split_of.values()), None)
+    extra = sorted(set(used) - {train_split})
+    counts = ", ".join(f"{split} {n}" for split, n in sorted(used.items()))
+    left = ", ".join(f"{split} {n}" for split, n in sorted(scored.items()))
+    text = f"{sum(used.values())} images ({counts}); left out: the {sum(scored.values())} scored images ({left}; "
+    text += f"{scoring.rule}); {authors}"
+    if extra:
+        what = {"unlabeled": "unlabeled (ISIC 2017: the official test images)"} if index.kind == "isic2017" else {}
+        text += f"; this study also uses {', '.join(what.get(e, e) for e in extra)}"
+        text += f" (`datasets.{dataset}.pretrain_skip: [{', '.join(extra)}]` pretrains as the authors)"
+    elif spec.pretrain_skip:
+        text += f", as this study (`pretrain_skip: [{', '.join(spec.pretrain_skip)}]`)"
+    return text
+
+
 def machine_description() -> str:
     """CPU / GPU and library versions of the machine writing the report."""
     import os
@@ -258,8 +336,12 @@ def config_section(config: StudyConfig | None) -> str:
         f"- pretraining: input {pt.input_size}px, batch {pt.batch_size}, lr {pt.lr}, "
         f"max_epochs {pt.max_epochs}, max_steps {pt.max_steps}, max_tiles {pt.max_tiles}",
         f"- fine-tuning: epochs {ft.epochs}, max_steps {ft.max_steps}, batch {ft.batch_size}, lr {ft.lr}, "
-        f"tiles {ft.tile_size}px, tiles_per_image {ft.tiles_per_image}, val_fraction {ft.val_fraction}, "
-        f"patience {ft.patience}",
+        f"tiles {ft.tile_size}px, tiles_per_image {ft.tiles_per_image}, val_fraction {ft.val_fraction} (of each "
+        f"rate subset, drawn inside it), patience {ft.patience} (lr x0.5 after {max(1, ft.patience // 2)} epochs "
+        "without improvement)",
+        f"- protocol: decoder widths {list(ft.decoder_channels)}; a frozen encoder's batch norm in {ft.frozen_bn} "
+        f"mode; {watershed_description(ft.watershed)}",
+        f"- scoring: {scored_description(ft)}",
         f"- IQC interval [{config.iqc_lower}, {config.iqc_upper}]",
     ]
     return "\n".join(lines)

@@ -78,14 +78,16 @@ def _store_config(config: StudyConfig, out_dir: Path) -> None:
 
 
 def pretrain_images(config: StudyConfig, dataset: str) -> list[Path]:
-    """Unlabelled images of ``dataset`` for pretraining, WITHOUT the images the fine-tuned models are scored on."""
+    """Unlabelled images of ``dataset`` for pretraining, WITHOUT the images the fine-tuned models are scored on
+    (and without the splits in ``datasets.<name>.pretrain_skip``)."""
     from sslzoo.data.datasets import open_dataset, unlabelled_images
     from sslzoo.downstream.data import split_train_eval
 
     spec = config.datasets[dataset]
     index = open_dataset(spec.path, spec.kind)
     scored = {Path(s.image).resolve() for s in split_train_eval(index, config.finetune.eval_split).eval}
-    return [p for p in unlabelled_images(spec.path, spec.kind) if Path(p).resolve() not in scored]
+    images = unlabelled_images(spec.path, spec.kind, skip_splits=spec.pretrain_skip)
+    return [p for p in images if Path(p).resolve() not in scored]
 
 
 def pretrain_dataset(config: StudyConfig, dataset: str) -> Any:

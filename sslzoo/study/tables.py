@@ -98,6 +98,33 @@ def table_iqc(iqc: Sequence[Mapping[str, Any]], dataset: str, frozen_flags: Sequ
     return markdown_table(header, body)
 
 
+def rqc_per_method(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Table II's RQC: per method, the mean of its per-dataset RQC (:func:`sslzoo.metrics.rqc.mean_rqc_over_datasets`)
+    with the per-dataset values it averages (``{"method", "rqc", "per_dataset": {dataset: RQC}}``)."""
+    from sslzoo.metrics.rqc import mean_rqc_over_datasets
+
+    per_dataset: dict[str, dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        per_dataset[r["dataset"]][r["method"]] = float(r["rqc"])
+    if not per_dataset:
+        return []
+    means = mean_rqc_over_datasets(per_dataset)
+    order = methods_in_order([{"method": m} for m in means])
+    return [{"method": m, "rqc": means[m], "per_dataset": {d: v[m] for d, v in sorted(per_dataset.items()) if m in v}}
+            for m in order]  # fmt: skip
+
+
+def table_rqc_mean(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Table II style: one RQC per method (mean over the datasets), beside the per-dataset values."""
+    entries = rqc_per_method(rows)
+    datasets = sorted({d for e in entries for d in e["per_dataset"]})
+    body = [[e["method"], f"{e['rqc']:.2f}", *(f"{e['per_dataset'][d]:.2f}" if d in e["per_dataset"] else "–"
+                                             for d in datasets), str(len(e["per_dataset"]))]
+            for e in entries]  # fmt: skip
+    header = ["method", "RQC (Table II: mean over datasets)", *(f"RQC {d}" for d in datasets), "datasets"]
+    return markdown_table(header, body)
+
+
 def table_rqc(rows: Sequence[Mapping[str, Any]]) -> str:
     body = [
         [r["dataset"], r["method"], f"{r['rqc']:.2f}", f"{r['epochs']} / {r['n_epochs']}",
