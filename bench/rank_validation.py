@@ -1,0 +1,309 @@
+"""Does ``sslzoo rank`` predict few-label fine-tuning? Validation on DSB 2018 (no zoo encoder was pretrained on it).
+
+Protocol (docs/rank.md):
+
+- ``prepare``: a seeded draw of ``--n-train`` labelled images (the user's "few labels") and ``--n-test`` other
+  images (the scoring set) from DSB 2018 images no larger than ``--max-side`` pixels, as symlinks in
+  ``OUT/data/{train,test}/{images,masks}`` (no copy of the data); with ``--extract`` also the encoders of the
+  packaged segmenters (fine-tuned, not frozen: two more, different candidates) saved under ``OUT/encoders/``.
+- ``groundtruth``: for every candidate encoder, :func:`sslzoo.downstream.finetune.finetune` on the ``train``
+  images only (annotation rate 1.0 of them, the encoder frozen by default, a fixed ``--steps`` at batch 8 on
+  128-px tiles, no validation, the authors' fixed watershed), scored on the ``test`` images (AJI+, DSC), for 3
+  seeds. Resumable (each run keeps its ``result.json``); ``--watch-until HH:MM`` keeps picking up zoo entries
+  that ``sslzoo zoo build`` finishes in ``$SSLZOO_ZOO_DIR`` until then.
+- ``proxy``: ``rank_encoders`` on the same ``train`` images (all proxies are computed), timed.
+- ``report``: Spearman's rho between each proxy and the fine-tuned score over the encoders that have both, with
+  a bootstrap 95 % CI (encoders resampled with replacement, 2000 draws), as a Markdown table.
+
+    export SSLZOO_ZOO_DIR=/work/main/runs/zoo-cpu
+    python bench/rank_validation.py prepare --extract
+    setsid nohup nice -n 5 python bench/rank_validation.py groundtruth --watch-until 07:10 > runs/gt.log 2>&1 &
+    python bench/rank_validation.py proxy --threads 2
+    python bench/rank_validation.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "dsb2018"
+if not DEFAULT_DATA.is_dir():
+    DEFAULT_DATA = Path("/work/shared/data/dsb2018")
+DEFAULT_OUT = REPO / "runs" / "rank-validation"
+SEEDS = (0, 1, 2)
+
+
+def _log(message: str) -> None:
+    print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+def prepare(args: argparse.Namespace) -> None:
+    import csv
+
+    import numpy as np
+
+    out = Path(args.out) / "data"
+    rows = list(csv.DictReader((Path(args.data) / "train_manifest.csv").open()))
+    small = sorted(r["id"] for r in rows if max(int(r["height"]), int(r["width"])) <= args.max_side)
+    rng = np.random.default_rng(args.seed)
+    picked = [small[i] for i in rng.permutation(len(small))[: args.n_train + args.n_test]]
+    for split, ids in (("train", picked[: args.n_train]), ("test", picked[args.n_train :])):
+        for sub in ("images", "masks"):
+            folder = out / split / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            for image_id in ids:
+                link = folder / f"{image_id}.png"
+                if not link.exists():
+                    link.symlink_to(Path(args.data).resolve() / "train" / sub / f"{image_id}.png")
+    channels = {r["id"]: r["channels"] for r in rows}
+    colour = sum(channels[i] == "3" for i in picked[: args.n_train])
+    _log(f"{out}: {args.n_train} train ({colour} RGB) + {args.n_test} test images of <= {args.max_side} px")
+    if args.extract:
+        extract_segmenter_encoders(Path(args.out) / "encoders")
+
+
+def extract_segmenter_encoders(out: Path) -> None:
+    """The encoders of the packaged segmenters (fine-tuned end to end) as encoder folders."""
+    from sslzoo.hub.defaults import packaged_folder, packaged_names
+    from sslzoo.models.encoders import EncoderConfig, save_encoder
+    from sslzoo.models.segmenter import Segmenter
+    from sslzoo.vocabulary import parse_name
+
+    for name in packaged_names():
+        if parse_name(name).kind != "segmenter":
+            continue
+        target = out / f"{name}-encoder"
+        if (target / "model.safetensors").is_file():
+            continue
+        folder = packaged_folder(name)
+        assert folder is not None
+        segmenter = Segmenter.from_pretrained(folder, device="cpu")
+        cfg = segmenter.config
+        config = EncoderConfig(
+            backbone=cfg.backbone, method=cfg.method or "densecl", dataset=f"{cfg.dataset}-finetuned", mean=cfg.mean,
+            std=cfg.std, training={"extracted_from": name},
+        )  # fmt: skip
+        save_encoder(segmenter.model.encoder, target, config)
+        _log(f"extracted the encoder of {name} into {target}")
+
+
+def candidate_specs(out: Path) -> list[tuple[str, str]]:
+    """``(name, spec)`` of every candidate: available_encoders() + extracted segmenter encoders + zoo-folder entries
+    that a packaged name shadows (given as paths)."""
+    from sslzoo.downstream.rank import available_encoders
+    from sslzoo.hub.zoo_folder import zoo_folder_entries
+
+    specs = [(c.name, c.spec) for c in available_encoders()]
+    names = {n for n, _ in specs}
+    for name, folder in zoo_folder_entries().items():
+        if name in names and (folder / "config.json").is_file() and not (folder / "segmenter.json").exists():
+            specs.append((f"{name}@zoo-folder", str(folder)))
+    for folder in sorted((out / "encoders").glob("*")):
+        if (folder / "model.safetensors").is_file():
+            specs.append((folder.name, str(folder)))
+    return specs
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+def groundtruth_run(name: str, spec: str, seed: int, args: argparse.Namespace) -> dict:
+    from sslzoo.downstream.finetune import FinetuneConfig, finetune
+
+    mode = "frozen" if not args.unfrozen else "unfrozen"
+    out = Path(args.out) / "gt" / f"{mode}-{args.steps}" / name / f"seed{seed}"
+    decoder = (256, 128, 64, 32, 16)  # smp's default widths: ~4x cheaper than the authors' 512..32 on this CPU
+    config = FinetuneConfig(
+        init=spec, backbone="resnet18", task="instance", rate=1.0, frozen=not args.unfrozen, seed=seed, epochs=1,
+        max_steps=args.steps, batch_size=8, lr=1e-3, tile_size=128, val_fraction=0.0, patience=args.steps,
+        workers=0, decoder_channels=decoder,
+    )  # fmt: skip
+    began = time.perf_counter()
+    result = finetune(config, Path(args.out) / "data", out, accelerator="cpu", devices=1, resume=True, progress=False)
+    ckpt = out / "checkpoints"
+    if ckpt.is_dir():
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)  # result.json is kept; the checkpoint is only for resuming
+    return {"score": result.score, "scores": result.scores, "seconds": time.perf_counter() - began}
+
+
+def groundtruth(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    deadline = None
+    if args.watch_until:
+        hour, minute = map(int, args.watch_until.split(":"))
+        now = dt.datetime.now(dt.UTC)
+        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    done: set[str] = set()
+    while True:
+        todo = [(n, s) for n, s in candidate_specs(Path(args.out)) if n not in done]
+        if args.only:
+            todo = [(n, s) for n, s in todo if n in args.only]
+        for name, spec in todo:
+            for seed in SEEDS:
+                if deadline is not None and dt.datetime.now(dt.UTC) > deadline:
+                    _log("deadline reached; stopping")
+                    return
+                try:
+                    run = groundtruth_run(name, spec, seed, args)
+                except Exception as exc:  # keep going: one broken entry must not stop the sweep
+                    _log(f"{name} seed {seed}: FAILED {type(exc).__name__}: {exc}")
+                    break
+                _log(f"{name} seed {seed}: aji_plus {run['score']:.4f} dice {run['scores']['dice']:.4f} "
+                     f"({run['seconds']:.0f} s)")  # fmt: skip
+            done.add(name)
+        if deadline is None or dt.datetime.now(dt.UTC) > deadline:
+            return
+        time.sleep(60)
+
+
+def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
+    """``{encoder: {"aji_plus": mean, "dice": mean, "seeds": n, "std": ...}}`` of the finished 3-seed runs."""
+    import numpy as np
+
+    table = {}
+    root = out / "gt" / mode
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        results = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*/result.json"))]
+        if len(results) < len(SEEDS):
+            continue
+        aji = [r["scores"]["aji_plus"] for r in results]
+        dice = [r["scores"]["dice"] for r in results]
+        table[folder.name] = {
+            "aji_plus": float(np.mean(aji)), "aji_plus_std": float(np.std(aji, ddof=1)),
+            "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(results),
+        }  # fmt: skip
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ proxy
+def proxy(args: argparse.Namespace) -> None:
+    import torch
+
+    from sslzoo.downstream.rank import RankSettings, rank_folder
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    specs = candidate_specs(out)
+    settings = RankSettings.from_budget(args.budget, seed=args.seed)
+    load = os.getloadavg()
+    began = time.perf_counter()
+    ranking = rank_folder(out / "data" / "train", "instance", [s for _, s in specs], settings, progress=_log)
+    seconds = time.perf_counter() - began
+    names = {s: n for n, s in specs}
+    record = ranking.model_dump(mode="json")
+    for row in record["ranking"]:  # folder specs are shown by folder name; keep the bench's names
+        row["encoder"] = next((n for s, n in names.items() if Path(s).name == row["encoder"] or s == row["encoder"]),
+                              row["encoder"])  # fmt: skip
+    record["bench"] = {
+        "seconds": seconds, "threads": args.threads, "loadavg_before": load, "loadavg_after": os.getloadavg(),
+        "n_encoders": len(specs), "budget": args.budget,
+    }  # fmt: skip
+    path = out / f"proxy-{args.budget}-seed{args.seed}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    _log(f"{len(specs)} encoders on {ranking.n_images} images in {seconds:.1f} s (load {load}); wrote {path}")
+    for row in record["ranking"]:
+        print(f"  {row['rank']:>2} {row['encoder']:<45} {row['score']:.4f} ± {row['std']:.4f}  {row['proxies']}")
+
+
+# ------------------------------------------------------------------------------------------------ report
+def spearman_ci(x: list[float], y: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's rho and a percentile bootstrap 95 % CI (pairs resampled; degenerate draws skipped)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    xs, ys, values = np.asarray(x), np.asarray(y), []
+    for _ in range(draws):
+        pick = rng.integers(0, len(xs), len(xs))
+        if len(set(pick.tolist())) < 3:
+            continue
+        value = spearmanr(xs[pick], ys[pick]).statistic
+        if np.isfinite(value):
+            values.append(value)
+    lo, hi = np.percentile(values, [2.5, 97.5]) if values else (float("nan"), float("nan"))
+    return rho, float(lo), float(hi)
+
+
+def report(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    proxy_file = out / f"proxy-{args.budget}-seed{args.seed}.json"
+    ranking = json.loads(proxy_file.read_text())
+    lines = []
+    for mode in sorted(p.name for p in (out / "gt").glob("*")):
+        gt = load_groundtruth(out, mode)
+        rows = [r for r in ranking["ranking"] if r["encoder"] in gt]
+        if len(rows) < 3:
+            lines.append(f"{mode}: only {len(rows)} encoders with 3 seeds; no correlation")
+            continue
+        lines.append(f"\n### ground truth: {mode} ({len(rows)} encoders, 3 seeds each)\n")
+        lines.append("| encoder | fine-tuned AJI+ | fine-tuned DSC | " + " | ".join(rows[0]["proxies"]) + " |")
+        lines.append("|---|---|---|" + "---|" * len(rows[0]["proxies"]))
+        for r in sorted(rows, key=lambda r: -gt[r["encoder"]]["aji_plus"]):
+            g = gt[r["encoder"]]
+            cells = " | ".join(f"{v:.3f}" for v in r["proxies"].values())
+            lines.append(
+                f"| {r['encoder']} | {g['aji_plus']:.3f} ± {g['aji_plus_std']:.3f} | {g['dice']:.3f} | {cells} |"
+            )
+        lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI |\n|---|---|---|---|")
+        for proxy_name in rows[0]["proxies"]:
+            for metric in ("aji_plus", "dice"):
+                rho, lo, hi = spearman_ci(
+                    [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
+                )
+                lines.append(f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] |")
+    bench = ranking["bench"]
+    lines.append(
+        f"\nproxy wall time: {bench['seconds']:.1f} s for {bench['n_encoders']} encoders on {ranking['n_images']} "
+        f"images ({bench['threads']} threads, load average before {bench['loadavg_before']})"
+    )
+    text = "\n".join(lines)
+    print(text)
+    (out / "report.md").write_text(text + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--n-train", type=int, default=20)
+    p.add_argument("--n-test", type=int, default=24)
+    p.add_argument("--max-side", type=int, default=360)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extract", action="store_true", help="also extract the packaged segmenters' encoders")
+    p.set_defaults(func=prepare)
+    g = sub.add_parser("groundtruth")
+    g.add_argument("--steps", type=int, default=40)
+    g.add_argument("--unfrozen", action="store_true")
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--watch-until", default=None, metavar="HH:MM", help="UTC; keep picking up new zoo entries")
+    g.add_argument("--only", nargs="*", default=None)
+    g.set_defaults(func=groundtruth)
+    for name, func in (("proxy", proxy), ("report", report)):
+        q = sub.add_parser(name)
+        q.add_argument("--budget", default="standard")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=2)
+        q.set_defaults(func=func)
+    args = parser.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
