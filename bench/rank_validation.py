@@ -275,6 +275,78 @@ def report(args: argparse.Namespace) -> None:
     (out / "report.md").write_text(text + "\n")
 
 
+# ------------------------------------------------------------------------------------------------ CLI vs REST
+def compare_rest(args: argparse.Namespace) -> None:
+    """``sslzoo rank --json`` and ``POST /predictions/rank`` (a real ``sslzoo serve --models rank``) on the same
+    images: the same encoders in the same order with the same scores."""
+    import subprocess
+    import tempfile
+
+    import httpx
+
+    from sslzoo.serving.server import free_ports
+
+    data = Path(args.data_dir) if args.data_dir else Path(args.out) / "data" / "train"
+    env = dict(os.environ, SSLZOO_TORCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    sslzoo = [sys.executable, "-m", "sslzoo"]
+    cli_command = [*sslzoo, "rank", "--data", str(data), "--task", "instance", "--budget", args.budget, "--json"]
+    cli_command += ["--threads", str(args.threads)]
+    began = time.perf_counter()
+    cli = json.loads(subprocess.run(cli_command, env=env, check=True, capture_output=True, text=True).stdout)
+    cli_seconds = time.perf_counter() - began
+    _log(f"CLI: {[r['encoder'] for r in cli['ranking']]} in {cli_seconds:.1f} s")
+
+    work = Path(tempfile.mkdtemp(prefix="rank-rest-"))
+    (work / "keys.txt").write_text("rank-demo-key-0123456789\n")
+    ports = free_ports(6)
+    names = ["--inference-port", "--management-port", "--metrics-port", "--engine-port", "--grpc-inference-port"]
+    serve = [*sslzoo, "serve", "--models", "rank", "--workdir", str(work / "work")]
+    serve += ["--api-keys", str(work / "keys.txt")]
+    for name, port in zip([*names, "--grpc-management-port"], ports, strict=True):
+        serve += [name, str(port)]
+    log = (work / "serve.out").open("wb")
+    server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        deadline = time.monotonic() + 300
+        while b"sslzoo: READY" not in (work / "serve.out").read_bytes():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit((work / "serve.out").read_text()[-3000:])
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{ports[0]}/predictions/rank"
+        headers = {"Authorization": "Bearer rank-demo-key-0123456789"}
+        files = []
+        for i, image in enumerate(sorted((data / "images").glob("*.png"))):
+            files.append((f"image_{i}", (image.name, image.read_bytes(), "image/png")))
+            files.append((f"mask_{i}", (image.name, (data / "masks" / image.name).read_bytes(), "image/png")))
+        fields = {"task": "instance", "budget": args.budget}
+        began = time.perf_counter()
+        reply = httpx.post(url, headers=headers, data=fields, files=files, timeout=600)
+        rest_seconds = time.perf_counter() - began
+        reply.raise_for_status()
+        rest = reply.json()
+        _log(f"REST: {[r['encoder'] for r in rest['ranking']]} in {rest_seconds:.1f} s")
+        bad = httpx.post(url, headers=headers, data={"task": "instance"}, files=files[::2], timeout=60)
+        _log(f"REST without masks: {bad.status_code} {bad.json()['message'][:100]}")
+        ping = httpx.get(f"http://127.0.0.1:{ports[0]}/ping", timeout=10)
+        _log(f"GET /ping after the bad request: {ping.status_code}")
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
+    same_order = [r["encoder"] for r in cli["ranking"]] == [r["encoder"] for r in rest["ranking"]]
+    gap = max(abs(a["score"] - b["score"]) for a, b in zip(cli["ranking"], rest["ranking"], strict=True))
+    record = {
+        "cli": cli, "rest": rest, "same_order": same_order, "max_score_difference": gap, "cli_seconds": cli_seconds,
+        "rest_seconds": rest_seconds, "loadavg": os.getloadavg(), "data": str(data),
+    }  # fmt: skip
+    (Path(args.out) / "cli-vs-rest.json").write_text(json.dumps(record, indent=2) + "\n")
+    _log(f"same order: {same_order}; largest score difference {gap:.2e}")
+    for a, b in zip(cli["ranking"], rest["ranking"], strict=True):
+        print(f"  {a['rank']:>2} {a['encoder']:<32} CLI {a['score']:.4f} ± {a['std']:.4f}   REST {b['encoder']:<32} "
+              f"{b['score']:.4f} ± {b['std']:.4f}")  # fmt: skip
+    print(f"  recommendation (CLI) : {cli['recommendation']}\n  recommendation (REST): {rest['recommendation']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(DEFAULT_OUT))
@@ -300,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=2)
         q.set_defaults(func=func)
+    c = sub.add_parser("compare-rest")
+    c.add_argument("--budget", default="standard")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--data-dir", default=None, help="labelled folder (default OUT/data/train)")
+    c.set_defaults(func=compare_rest)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

@@ -585,8 +585,8 @@ def recommendation_text(task: str, ranking: Sequence[EncoderScore], split_scores
             f"{best.encoder} and {second.encoder} are close (difference {diffs.mean():.3f} ± {spread:.3f} over "
             f"{len(diffs)} splits, {best.encoder} ahead in {wins}): either is a good start; prefer {best.encoder}"
         )
-    random_rank = next((e.rank for e in ranking if e.encoder == "random"), None)
-    if best.encoder == "random":
+    random_rank = next((e.rank for e in ranking if e.method == "random"), None)
+    if best.method == "random":
         line += "; no pretrained encoder beats random init on these images"
     elif random_rank is not None and random_rank <= 2 and not clear:
         line += "; random init is close behind, so pretraining gains little here"
