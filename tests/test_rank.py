@@ -207,3 +207,22 @@ def test_rank_folder_cli_json_table_and_plot(tmp_path, zeroed_encoder, capsys):
     write_image(tmp_path / "plain" / "a.png", images[0])
     assert main(["rank", "--data", str(tmp_path / "plain"), "--task", "semantic"]) == 2
     assert "no masks found" in capsys.readouterr().err
+
+
+def test_recommendation_says_when_the_lead_is_clear_close_or_random():
+    from sslzoo.downstream.rank import EncoderScore, recommendation_text
+
+    def row(name: str, rank: int, scores: list[float], method: str = "simclr") -> EncoderScore:
+        return EncoderScore(
+            encoder=name, rank=rank, score=float(np.mean(scores)), std=float(np.std(scores, ddof=1)),
+            split_scores=scores, proxies={}, ridge_lambda=1.0, source="zoo-folder", backbone="resnet18",
+            method=method, dataset="x", feature_dim=1024, seconds=0.0,
+        )  # fmt: skip
+
+    a, b, r = [0.8, 0.82, 0.81], [0.7, 0.71, 0.69], [0.79, 0.83, 0.80]
+    clear = recommendation_text("semantic", [row("a", 1, a), row("b", 2, b)], {"a": a, "b": b})
+    assert clear.startswith("use a (score 0.810") and "in 3 of 3 splits" in clear
+    close = recommendation_text("semantic", [row("a", 1, a), row("random", 2, r, "random")], {"a": a, "random": r})
+    assert "are close" in close and "random init is close behind" in close
+    worst = recommendation_text("semantic", [row("random", 1, a, "random"), row("b", 2, b)], {"random": a, "b": b})
+    assert worst.endswith("no pretrained encoder beats random init on these images")

@@ -583,12 +583,12 @@ def recommendation_text(task: str, ranking: Sequence[EncoderScore], split_scores
     if not clear:
         line = (
             f"{best.encoder} and {second.encoder} are close (difference {diffs.mean():.3f} ± {spread:.3f} over "
-            f"{len(diffs)} splits, {best.encoder} ahead in {wins}): either is a good start; prefer {best.encoder}"
+            f"{len(diffs)} splits, {best.encoder} ahead in {wins}): either is a good start, {best.encoder} slightly "
+            "better"
         )
-    random_rank = next((e.rank for e in ranking if e.method == "random"), None)
     if best.method == "random":
         line += "; no pretrained encoder beats random init on these images"
-    elif random_rank is not None and random_rank <= 2 and not clear:
+    elif second.method == "random" and not clear:
         line += "; random init is close behind, so pretraining gains little here"
     return line
 
