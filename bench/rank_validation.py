@@ -11,14 +11,19 @@ Protocol (docs/rank.md):
   128-px tiles, no validation, the authors' fixed watershed), scored on the ``test`` images (AJI+, DSC), for 3
   seeds. Resumable (each run keeps its ``result.json``); ``--watch-until HH:MM`` keeps picking up zoo entries
   that ``sslzoo zoo build`` finishes in ``$SSLZOO_ZOO_DIR`` until then.
-- ``proxy``: ``rank_encoders`` on the same ``train`` images (all proxies are computed), timed.
+- ``proxy``: ``rank_encoders`` on the same ``train`` images (all proxies are computed), one encoder at a time and
+  cached per encoder (an encoder's scores do not depend on the other candidates).
+- ``timing``: wall and CPU time of ranking every encoder a user gets (``--encoders all``) on those images.
+- ``compare-rest``: ``sslzoo rank --json`` vs ``POST /predictions/rank`` on a real ``sslzoo serve --models rank``.
 - ``report``: Spearman's rho between each proxy and the fine-tuned score over the encoders that have both, with
   a bootstrap 95 % CI (encoders resampled with replacement, 2000 draws), as a Markdown table.
 
     export SSLZOO_ZOO_DIR=/work/main/runs/zoo-cpu
     python bench/rank_validation.py prepare --extract
     setsid nohup nice -n 5 python bench/rank_validation.py groundtruth --watch-until 07:10 > runs/gt.log 2>&1 &
-    python bench/rank_validation.py proxy --threads 2
+    python bench/rank_validation.py proxy --threads 1
+    python bench/rank_validation.py timing --threads 2
+    python bench/rank_validation.py compare-rest
     python bench/rank_validation.py report
 """
 
@@ -189,33 +194,63 @@ def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------------ proxy
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def proxy(args: argparse.Namespace) -> None:
+    """The proxy of every candidate on the 20 training images, one encoder at a time (an encoder's scores do not
+    depend on the other candidates), cached per encoder in OUT/proxy-<budget>-seed<seed>/<name>.json."""
     import torch
 
     from sslzoo.downstream.rank import RankSettings, rank_folder
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    specs = candidate_specs(out)
-    settings = RankSettings.from_budget(args.budget, seed=args.seed)
-    load = os.getloadavg()
-    began = time.perf_counter()
-    ranking = rank_folder(out / "data" / "train", "instance", [s for _, s in specs], settings, progress=_log)
-    seconds = time.perf_counter() - began
-    names = {s: n for n, s in specs}
-    record = ranking.model_dump(mode="json")
-    for row in record["ranking"]:  # folder specs are shown by folder name; keep the bench's names
-        row["encoder"] = next((n for s, n in names.items() if Path(s).name == row["encoder"] or s == row["encoder"]),
-                              row["encoder"])  # fmt: skip
-    record["bench"] = {
-        "seconds": seconds, "threads": args.threads, "loadavg_before": load, "loadavg_after": os.getloadavg(),
-        "n_encoders": len(specs), "budget": args.budget,
+    folder = out / f"proxy-{args.budget}-seed{args.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = RankSettings.from_budget(args.budget, seed=args.seed, backbone="resnet18")
+    for name, spec in candidate_specs(out):
+        target = folder / f"{name}.json"
+        if target.is_file() and not args.force:
+            continue
+        load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
+        ranking = rank_folder(out / "data" / "train", "instance", [spec], settings)
+        row = ranking.ranking[0].model_dump(mode="json")
+        row.update(encoder=name, wall_seconds=time.perf_counter() - began, cpu_seconds=_cpu_seconds() - cpu)
+        row.update(loadavg=load, threads=args.threads, n_images=ranking.n_images)
+        target.write_text(json.dumps(row, indent=2) + "\n")
+        _log(f"{name}: {row['proxies']} ({row['wall_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
+
+
+def load_proxy(out: Path, budget: str, seed: int) -> list[dict]:
+    folder = out / f"proxy-{budget}-seed{seed}"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def timing(args: argparse.Namespace) -> None:
+    """Wall and CPU time of ranking every encoder a user gets (--encoders all) on the 20 images, as the CLI does."""
+    import torch
+
+    from sslzoo.downstream.rank import RankSettings, rank_folder
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
+    ranking = rank_folder(out / "data" / "train", "instance", None, RankSettings.from_budget(args.budget))
+    wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
+    record = {
+        "budget": args.budget, "threads": args.threads, "n_encoders": len(ranking.ranking),
+        "n_images": ranking.n_images, "wall_seconds": wall, "cpu_seconds": cpu, "loadavg_before": load,
+        "loadavg_after": os.getloadavg(), "uptime": os.popen("uptime").read().strip(),
+        "encoders": [r.encoder for r in ranking.ranking], "recommendation": ranking.recommendation,
     }  # fmt: skip
-    path = out / f"proxy-{args.budget}-seed{args.seed}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    _log(f"{len(specs)} encoders on {ranking.n_images} images in {seconds:.1f} s (load {load}); wrote {path}")
-    for row in record["ranking"]:
-        print(f"  {row['rank']:>2} {row['encoder']:<45} {row['score']:.4f} ± {row['std']:.4f}  {row['proxies']}")
+    (out / f"timing-{args.budget}.json").write_text(json.dumps(record, indent=2) + "\n")
+    _log(f"{record['n_encoders']} encoders x {record['n_images']} images: {wall:.1f} s wall, {cpu:.1f} s CPU "
+         f"({args.threads} threads); {record['uptime']}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -240,12 +275,11 @@ def spearman_ci(x: list[float], y: list[float], draws: int = 2000, seed: int = 0
 
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    proxy_file = out / f"proxy-{args.budget}-seed{args.seed}.json"
-    ranking = json.loads(proxy_file.read_text())
+    rows_all = load_proxy(out, args.budget, args.seed)
     lines = []
     for mode in sorted(p.name for p in (out / "gt").glob("*")):
         gt = load_groundtruth(out, mode)
-        rows = [r for r in ranking["ranking"] if r["encoder"] in gt]
+        rows = [r for r in rows_all if r["encoder"] in gt]
         if len(rows) < 3:
             lines.append(f"{mode}: only {len(rows)} encoders with 3 seeds; no correlation")
             continue
@@ -265,11 +299,13 @@ def report(args: argparse.Namespace) -> None:
                     [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
                 )
                 lines.append(f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] |")
-    bench = ranking["bench"]
-    lines.append(
-        f"\nproxy wall time: {bench['seconds']:.1f} s for {bench['n_encoders']} encoders on {ranking['n_images']} "
-        f"images ({bench['threads']} threads, load average before {bench['loadavg_before']})"
-    )
+    for path in sorted(out.glob("timing-*.json")):
+        t = json.loads(path.read_text())
+        lines.append(
+            f"\ntiming ({t['budget']}): {t['n_encoders']} encoders on {t['n_images']} images in "
+            f"{t['wall_seconds']:.1f} s wall / {t['cpu_seconds']:.1f} s CPU with {t['threads']} threads; "
+            f"load before {t['loadavg_before']}"
+        )
     text = "\n".join(lines)
     print(text)
     (out / "report.md").write_text(text + "\n")
@@ -366,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--watch-until", default=None, metavar="HH:MM", help="UTC; keep picking up new zoo entries")
     g.add_argument("--only", nargs="*", default=None)
     g.set_defaults(func=groundtruth)
-    for name, func in (("proxy", proxy), ("report", report)):
+    for name, func in (("proxy", proxy), ("report", report), ("timing", timing)):
         q = sub.add_parser(name)
+        q.add_argument("--force", action="store_true", help="proxy: recompute cached encoders")
         q.add_argument("--budget", default="standard")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=2)
