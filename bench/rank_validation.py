@@ -76,6 +76,8 @@ def prepare(args: argparse.Namespace) -> None:
     _log(f"{out}: {args.n_train} train ({colour} RGB) + {args.n_test} test images of <= {args.max_side} px")
     if args.extract:
         extract_segmenter_encoders(Path(args.out) / "encoders")
+    if args.synthetic:
+        make_synthetic_encoders(Path(args.out))
 
 
 def extract_segmenter_encoders(out: Path) -> None:
@@ -101,6 +103,41 @@ def extract_segmenter_encoders(out: Path) -> None:
         )  # fmt: skip
         save_encoder(segmenter.model.encoder, target, config)
         _log(f"extracted the encoder of {name} into {target}")
+
+
+def make_synthetic_encoders(out: Path) -> None:
+    """Two more candidates of in-between quality, made from the extracted encoders (labelled "synthetic" in the
+    report): the MoNuSeg-fine-tuned encoder's weights averaged with a seeded random init (``mix50-``), and the
+    ISIC-fine-tuned encoder with seeded Gaussian noise of half each tensor's standard deviation (``noisy-``)."""
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, load_encoder_folder, save_encoder
+
+    recipes = {
+        "synthetic-mix50-monuseg-instance-encoder": "densecl-resnet18-monuseg-instance-encoder",
+        "synthetic-noisy-isic2017-semantic-encoder": "densecl-resnet18-isic2017-semantic-encoder",
+    }
+    for name, source in recipes.items():
+        target = out / "encoders" / name
+        if (target / "model.safetensors").is_file():
+            continue
+        encoder, config = load_encoder_folder(out / "encoders" / source)
+        torch.manual_seed(0)
+        other = create_encoder("resnet18").state_dict()
+        state = encoder.state_dict()
+        generator = torch.Generator().manual_seed(0)
+        for key, value in state.items():
+            if not value.is_floating_point():
+                continue
+            if name.startswith("synthetic-mix50"):
+                state[key] = 0.5 * value + 0.5 * other[key]
+            elif "running" not in key:
+                noise = torch.randn(value.shape, generator=generator) * 0.5 * value.float().std().nan_to_num(0.0)
+                state[key] = value + noise.to(value.dtype)
+        encoder.load_state_dict(state)
+        base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
+        save_encoder(encoder, target, base.model_copy(update={"training": {"synthetic_from": source}}))
+        _log(f"made {target}")
 
 
 def candidate_specs(out: Path) -> list[tuple[str, str]]:
@@ -394,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-side", type=int, default=360)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extract", action="store_true", help="also extract the packaged segmenters' encoders")
+    p.add_argument("--synthetic", action="store_true", help="also make two synthetic in-between encoders")
     p.set_defaults(func=prepare)
     g = sub.add_parser("groundtruth")
     g.add_argument("--steps", type=int, default=40)
