@@ -272,7 +272,7 @@ def timing(args: argparse.Namespace) -> None:
     """Wall and CPU time of ranking every encoder a user gets (--encoders all) on the 20 images, as the CLI does."""
     import torch
 
-    from sslzoo.downstream.rank import RankSettings, rank_folder
+    from sslzoo.downstream.rank import RankSettings, plot_ranking, rank_folder
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -286,6 +286,8 @@ def timing(args: argparse.Namespace) -> None:
         "encoders": [r.encoder for r in ranking.ranking], "recommendation": ranking.recommendation,
     }  # fmt: skip
     (out / f"timing-{args.budget}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"ranking-{args.budget}.json").write_text(ranking.model_dump_json(indent=2) + "\n")
+    plot_ranking(ranking, out / f"ranking-{args.budget}.png")
     _log(f"{record['n_encoders']} encoders x {record['n_images']} images: {wall:.1f} s wall, {cpu:.1f} s CPU "
          f"({args.threads} threads); {record['uptime']}")  # fmt: skip
 
