@@ -222,10 +222,14 @@ def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
         if len(results) < len(SEEDS):
             continue
         aji = [r["scores"]["aji_plus"] for r in results]
+        per_seed = {
+            int(p.parent.name[4:]): json.loads(p.read_text())["scores"] for p in folder.glob("seed*/result.json")
+        }
         dice = [r["scores"]["dice"] for r in results]
         table[folder.name] = {
             "aji_plus": float(np.mean(aji)), "aji_plus_std": float(np.std(aji, ddof=1)),
             "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(results),
+            "per_seed": per_seed,
         }  # fmt: skip
     return table
 
@@ -331,13 +335,31 @@ def report(args: argparse.Namespace) -> None:
             lines.append(
                 f"| {r['encoder']} | {g['aji_plus']:.3f} ± {g['aji_plus_std']:.3f} | {g['dice']:.3f} | {cells} |"
             )
-        lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI |\n|---|---|---|---|")
+        from itertools import combinations
+
+        from scipy.stats import spearmanr
+
+        names = [r["encoder"] for r in rows]
+        for metric in ("aji_plus", "dice"):
+            pairs = [
+                spearmanr(
+                    [gt[n]["per_seed"][a][metric] for n in names], [gt[n]["per_seed"][b][metric] for n in names]
+                ).statistic
+                for a, b in combinations(SEEDS, 2)
+            ]
+            lines.append(
+                f"\nground-truth self-consistency ({metric}): Spearman between single-seed rankings "
+                f"{', '.join(f'{p:.2f}' for p in pairs)} (mean {sum(pairs) / len(pairs):.2f})"
+            )
+        lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI | p (two-sided) |\n|---|---|---|---|---|")
         for proxy_name in rows[0]["proxies"]:
             for metric in ("aji_plus", "dice"):
-                rho, lo, hi = spearman_ci(
-                    [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
+                xs, ys = [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
+                rho, lo, hi = spearman_ci(xs, ys)
+                p_value = float(spearmanr(xs, ys).pvalue)
+                lines.append(
+                    f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] | {p_value:.3f} |"
                 )
-                lines.append(f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] |")
     for path in sorted(out.glob("timing-*.json")):
         t = json.loads(path.read_text())
         lines.append(
