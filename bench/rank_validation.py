@@ -273,7 +273,8 @@ def load_proxy(out: Path, budget: str, seed: int) -> list[dict]:
 
 
 def timing(args: argparse.Namespace) -> None:
-    """Wall and CPU time of ranking every encoder a user gets (--encoders all) on the 20 images, as the CLI does."""
+    """Wall and CPU time of ranking every candidate of the validation (the packaged and zoo-folder encoders, random,
+    and the bench's extra encoder folders) in one call on the 20 images, as the CLI does."""
     import torch
 
     from sslzoo.downstream.rank import RankSettings, plot_ranking, rank_folder
@@ -281,7 +282,8 @@ def timing(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
-    ranking = rank_folder(out / "data" / "train", "instance", None, RankSettings.from_budget(args.budget))
+    specs = [spec for _, spec in candidate_specs(out)]
+    ranking = rank_folder(out / "data" / "train", "instance", specs, RankSettings.from_budget(args.budget))
     wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
     record = {
         "budget": args.budget, "threads": args.threads, "n_encoders": len(ranking.ranking),
@@ -360,6 +362,22 @@ def report(args: argparse.Namespace) -> None:
                 lines.append(
                     f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] | {p_value:.3f} |"
                 )
+    from scipy.stats import spearmanr
+
+    for folder in sorted(out.glob("proxy-*-seed*")):
+        if folder.name == f"proxy-{args.budget}-seed{args.seed}":
+            continue
+        other = {r["encoder"]: r for r in (json.loads(p.read_text()) for p in folder.glob("*.json"))}
+        common = [r for r in rows_all if r["encoder"] in other]
+        if len(common) < 3:
+            continue
+        for proxy_name in common[0]["proxies"]:
+            rho = spearmanr([r["proxies"][proxy_name] for r in common], [other[r["encoder"]]["proxies"][proxy_name]
+                            for r in common]).statistic  # fmt: skip
+            lines.append(
+                f"proxy stability: {proxy_name} of proxy-{args.budget}-seed{args.seed} vs {folder.name}: Spearman "
+                f"{rho:.2f} over {len(common)} encoders"
+            )
     for path in sorted(out.glob("timing-*.json")):
         t = json.loads(path.read_text())
         lines.append(

@@ -19,7 +19,8 @@ The proxy of few-label fine-tuning quality is a frozen-encoder **hypercolumn rea
    images held out); the predicted map is upsampled bilinearly to the image's own size:
 
    - ``dice``/``fg_dice``: DSC of the foreground read-out thresholded at 0.5 (the semantic proxy);
-   - ``dist_r2``: R² of the distance-map read-out (pooled over the split's held-out pixels);
+   - ``dist_r2``: R² of the distance-map read-out (pooled over the split's held-out pixels; read-outs are clipped to
+     the targets' range [0, 1] first, so one unusual image cannot dominate);
    - ``aji_plus``: AJI+ after the fixed seeded watershed (the fine-tuning post-processing) of the distance
      read-out, at the ridge strength that ``dist_r2`` chose.
 
@@ -532,7 +533,8 @@ def score_encoder(
         height, width = item.labels.shape
         weights = np.concatenate([fits[r][0].reshape(dim, -1) for r in held], axis=1).astype(np.float32)
         biases = np.concatenate([fits[r][1].reshape(-1) for r in held]).astype(np.float32)
-        preds = (weights.T @ x + biases[:, None]).reshape(len(held), n_l, n_t, *shapes[index])
+        # both targets lie in [0, 1]: clipping bounds the damage of a read-out extrapolating on an unusual image
+        preds = np.clip(weights.T @ x + biases[:, None], 0.0, 1.0).reshape(len(held), n_l, n_t, *shapes[index])
         for k, r in enumerate(held):
             for li in range(n_l):
                 fg = resize_map(np.ascontiguousarray(preds[k, li, 0]), height, width)
