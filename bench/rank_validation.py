@@ -291,7 +291,7 @@ def timing(args: argparse.Namespace) -> None:
         "loadavg_after": os.getloadavg(), "uptime": os.popen("uptime").read().strip(),
         "encoders": [r.encoder for r in ranking.ranking], "recommendation": ranking.recommendation,
     }  # fmt: skip
-    (out / f"timing-{args.budget}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"timing-{args.budget}-threads{args.threads}.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / f"ranking-{args.budget}.json").write_text(ranking.model_dump_json(indent=2) + "\n")
     plot_ranking(ranking, out / f"ranking-{args.budget}.png")
     _log(f"{record['n_encoders']} encoders x {record['n_images']} images: {wall:.1f} s wall, {cpu:.1f} s CPU "

@@ -719,9 +719,9 @@ def plot_ranking(ranking: Ranking, path: str | Path) -> Path:
 
     rows = list(reversed(ranking.ranking))
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4), dpi=120)
-    colours = ["#9e9e9e" if r.encoder == "random" else "#3b75af" for r in rows]
+    colours = ["#9e9e9e" if r.method == "random" else "#3b75af" for r in rows]
     ax.barh([r.encoder for r in rows], [r.score for r in rows], xerr=[r.std for r in rows], color=colours, capsize=3)
-    ax.set_xlabel(f"{ranking.proxy_description} (mean ± std over {ranking.n_splits} splits)")
+    ax.set_xlabel(f"{ranking.proxy_description}\n(mean ± std over {ranking.n_splits} splits; grey: random init)")
     ax.set_title(f"encoders for {ranking.n_images} labelled images ({ranking.task})", fontsize=10)
     low = min(r.score - r.std for r in rows)
     ax.set_xlim(max(0.0, low - 0.05) if low > 0 else low - 0.05, None)
