@@ -112,7 +112,7 @@ def test_serve_builds_its_model_store_from_the_embedded_defaults(tmp_path) -> No
     from sslzoo.serving.modelstore import build_model_store, default_models
 
     served = build_model_store(default_models(), tmp_path / "store")
-    assert set(served) == {"nuclei", "lesion", "embed", "evaluate"}
+    assert set(served) == {"nuclei", "lesion", "embed", "evaluate", "rank"}
     for alias in ALIASES:  # copied as stored: the fp16 files, not a float32 re-save
         copied = next((tmp_path / "store" / alias).rglob("model.safetensors"))
         assert copied.read_bytes() == (defaults.require_default(alias) / "model.safetensors").read_bytes()

@@ -1,7 +1,7 @@
 """The ``sslzoo`` command.
 
 ``sslzoo/cli/`` is the top layer of the package: one module per command group
-(``data``, ``pretext``, ``finetune``, ``evaluate``, ``representation``, ``study``,
+(``data``, ``pretext``, ``finetune``, ``evaluate``, ``rank``, ``representation``, ``study``,
 ``zoo``, ``serving``), each exposing ``register(subparsers)``; this module only
 assembles them. A command module that fails to import is an error, never skipped. Command modules
 import heavy libraries (torch, ...) inside their handlers so that ``--help`` is fast.
@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sslzoo.cli.pretext",
     "sslzoo.cli.finetune",
     "sslzoo.cli.evaluate",
+    "sslzoo.cli.rank",
     "sslzoo.cli.representation",
     "sslzoo.cli.study",
     "sslzoo.cli.zoo",

@@ -12,10 +12,11 @@ on --host:--inference-port, TorchServe behind it on 127.0.0.1.
   POST /predictions/<segmenter>  image -> PNG | JSON | GeoJSON (Accept header or form field 'format')
   POST /predictions/<encoder>    image -> {"model", "dim", "embedding"}
   POST /predictions/evaluate     labelled set (multipart) -> DSC / AJI / AJI+ / PQ
+  POST /predictions/rank         labelled images + masks (multipart) -> encoders ranked (docs/rank.md)
   GET  /ping                     200 when every model has a live worker, else 503 (no key needed)
   GET  /metrics                  Prometheus text (no key needed)
-Without --models the embedded defaults nuclei, lesion and embed (from the model zoo) and evaluate are
-served. Clients send 'Authorization: Bearer <key>' with a key from the API key file (--api-keys FILE or
+Without --models the embedded defaults nuclei, lesion and embed (from the model zoo), evaluate and rank
+are served. Clients send 'Authorization: Bearer <key>' with a key from the API key file (--api-keys FILE or
 $SSLZOO_API_KEYS_FILE: one key per line, several keys for rotation; re-read when it changes and on
 SIGHUP; keys never expire). Without one, WORKDIR/api-keys.txt is created with a random key and reused.
 Work limits (413 naming the limit) are environment variables: SSLZOO_MAX_BODY_BYTES, SSLZOO_MAX_PIXELS,
@@ -40,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--models",
         nargs="+",
         metavar="NAME=PATH",
-        help="models to serve: NAME=FOLDER (segmenter or encoder folder), NAME=ZOO_NAME, or 'evaluate' "
-        "(default: nuclei lesion embed evaluate from the model zoo)",
+        help="models to serve: NAME=FOLDER (segmenter or encoder folder), NAME=ZOO_NAME, 'evaluate' or 'rank' "
+        "(default: nuclei lesion embed evaluate rank from the model zoo)",
     )
     serve.add_argument(
         "--host",

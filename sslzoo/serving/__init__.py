@@ -4,6 +4,7 @@
 - :mod:`sslzoo.serving.encode`: label map → PNG, JSON summary, GeoJSON (QuPath-importable).
 - :mod:`sslzoo.serving.schemas`: pydantic request/response/error models.
 - :mod:`sslzoo.serving.services`: segmentation, embedding and evaluation services.
+- :mod:`sslzoo.serving.ranking`: the encoder-ranking service (``POST /predictions/rank``).
 - :mod:`sslzoo.serving.adapter`: TorchServe request/context ↔ services (what ``handlers/*.py`` call).
 - :mod:`sslzoo.serving.limits`: work limits per request (413 naming the limit).
 - :mod:`sslzoo.serving.auth` / :mod:`sslzoo.serving.front`: API keys; the Starlette/uvicorn front.
@@ -19,6 +20,8 @@ Using the REST API (CONTRACTS.md section 2; ``KEY`` = a line of the API key file
          http://127.0.0.1:8080/predictions/nuclei -o nuclei.geojson                   # QuPath: File > Import
     curl -H "Authorization: Bearer $KEY" -F task=instance -F prediction_1=@pred.png -F mask_1=@gt.png \\
          http://127.0.0.1:8080/predictions/evaluate
+    curl -H "Authorization: Bearer $KEY" -F task=instance -F image_1=@a.png -F mask_1=@a_gt.png ... \\
+         http://127.0.0.1:8080/predictions/rank                                        # which encoder?
 
 A binary body sent as ``application/x-www-form-urlencoded`` (curl's default for ``--data-binary``)
 is passed on as ``application/octet-stream`` by the front. Errors are ``{"code", "type", "message"}``

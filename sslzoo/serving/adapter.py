@@ -213,6 +213,8 @@ class ServingAdapter:
             return self.service.segment_bytes(image_of(row, headers), fmt)
         if self.kind == "encoder":
             return self.service.embed_bytes(image_of(row, headers))
+        if self.kind == "rank":
+            return self.rank(row)
         if any(key in row for key in BODY_KEYS) and len(row) == 1:
             raise DataError(
                 "evaluation takes multipart/form-data: fields task, model (optional), prediction_<k> or "
@@ -221,11 +223,25 @@ class ServingAdapter:
         result = self.service.evaluate_fields(row)
         return Encoded(result.model_dump_json().encode(), CONTENT_TYPES["json"], result.n_images)
 
+    def rank(self, row: dict[str, Any]):
+        """``POST /predictions/rank`` (:class:`~sslzoo.serving.ranking.RankService`)."""
+        from sslzoo.serving.ranking import FIELDS_HELP
+        from sslzoo.serving.services import Encoded
+
+        if any(key in row for key in BODY_KEYS) and len(row) == 1:
+            raise DataError(f"ranking takes multipart/form-data: {FIELDS_HELP}")
+        result = self.service.rank_fields(row)
+        return Encoded(result.model_dump_json().encode(), CONTENT_TYPES["json"], result.n_images)
+
 
 def build_service(spec: ServedModel, model_dir: Path, device: str | None = None) -> Any:
     """The service described by a model-store entry."""
     from sslzoo.serving.services import EmbeddingService, EvaluationService, SegmentationService
 
+    if spec.kind == "rank":
+        from sslzoo.serving.ranking import RankService
+
+        return RankService(spec.max_pixels, device)
     if spec.kind == "evaluate":
         loaders = {
             name: (lambda name=name, folder=folder: SegmentationService.load(name, folder, device, spec.max_pixels))

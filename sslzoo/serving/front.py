@@ -65,7 +65,7 @@ class FrontSettings:
     engine_url: str
     management_url: str
     metrics_url: str
-    models: Mapping[str, str]  # name -> kind (segmenter | encoder | evaluate)
+    models: Mapping[str, str]  # name -> kind (segmenter | encoder | evaluate | rank)
     keys: KeyStore
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     response_timeout: float = 330.0
@@ -235,7 +235,7 @@ def create_app(settings: FrontSettings) -> Starlette:
             )
         headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "application/x-www-form-urlencoded" and settings.models[model] != "evaluate":
+        if content_type == "application/x-www-form-urlencoded" and settings.models[model] not in ("evaluate", "rank"):
             headers["content-type"] = "application/octet-stream"
         try:
             reply = await client().post(f"{settings.engine_url}/predictions/{model}", content=body, headers=headers)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sslzoo.errors import ConfigError, DataError, NotFoundError, SslzooError
 from sslzoo.serving.adapter import SPEC_FILE
+from sslzoo.serving.ranking import RANK
 from sslzoo.serving.schemas import ServedModel
 from sslzoo.serving.services import EVALUATE, EmbeddingService, SegmentationService
 
@@ -29,7 +30,10 @@ HANDLER_FILES: dict[str, str] = {
     "segmenter": "segmentation.py",
     "encoder": "embedding.py",
     "evaluate": "evaluation.py",
+    "rank": "ranking.py",
 }
+#: Model-store entries that are services without a model of their own.
+SERVICES = (EVALUATE, RANK)
 MODEL_FOLDER = "model"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -46,7 +50,7 @@ def handlers_dir() -> Path:
         if all((folder / name).is_file() for name in HANDLER_FILES.values()):
             return folder
     raise NotFoundError(
-        "cannot find the TorchServe handlers (handlers/segmentation.py, embedding.py, evaluation.py); "
+        "cannot find the TorchServe handlers (handlers/segmentation.py, embedding.py, evaluation.py, ranking.py); "
         "run from the sslzoo source tree or set SSLZOO_HANDLERS_DIR to that folder"
     )
 
@@ -73,10 +77,11 @@ def parse_model_args(items: list[str] | None) -> dict[str, str]:
 
 
 def default_models() -> dict[str, str]:
-    """The embedded defaults ``nuclei``, ``lesion``, ``embed`` (resolved by ``sslzoo.hub``) + ``evaluate``."""
+    """The embedded defaults ``nuclei``, ``lesion``, ``embed`` (resolved by ``sslzoo.hub``), ``evaluate`` and
+    ``rank``."""
     from sslzoo.hub.defaults import ALIAS_TARGETS
 
-    return {**{alias: alias for alias in ALIAS_TARGETS}, EVALUATE: EVALUATE}
+    return {**{alias: alias for alias in ALIAS_TARGETS}, EVALUATE: EVALUATE, RANK: RANK}
 
 
 def _write_manifest(entry: Path, name: str, handler: str) -> None:
@@ -119,7 +124,7 @@ def _resolve(name: str, source: str) -> ResolvedModel:
 def build_model_store(
     models: Mapping[str, str], store: str | Path, max_pixels: int | None = None
 ) -> dict[str, ServedModel]:
-    """Write one store entry per ``{name: source}`` (source: folder, zoo name, alias or ``evaluate``).
+    """Write one store entry per ``{name: source}`` (source: folder, zoo name, alias, ``evaluate`` or ``rank``).
 
     ``evaluate`` entries can run every segmenter of the same store. Raises
     :class:`~sslzoo.errors.SslzooError` subclasses naming the model that failed.
@@ -133,8 +138,8 @@ def build_model_store(
     for name, source in models.items():
         if not _NAME.match(name):
             raise ConfigError(f"bad model name {name!r}; use letters, digits, '-', '_' or '.'")
-        resolved = None if source == EVALUATE else _resolve(name, source)
-        kind = EVALUATE if resolved is None else resolved.kind
+        resolved = None if source in SERVICES else _resolve(name, source)
+        kind = source if resolved is None else resolved.kind
         entry = store / name
         if entry.exists():
             shutil.rmtree(entry)
@@ -157,7 +162,7 @@ def build_model_store(
             name=name,
             kind=kind,
             task=task,
-            folder=MODEL_FOLDER if kind != EVALUATE else None,
+            folder=MODEL_FOLDER if kind not in SERVICES else None,
             max_pixels=max_pixels,
         )
         handler = HANDLER_FILES[kind]

@@ -10,7 +10,7 @@ from sslzoo.metrics.evaluate import EvaluationResult
 from sslzoo.vocabulary import Task
 
 OutputFormat = Literal["png", "json", "geojson"]
-ModelKind = Literal["segmenter", "encoder", "evaluate"]
+ModelKind = Literal["segmenter", "encoder", "evaluate", "rank"]
 
 #: MIME type of each output format.
 CONTENT_TYPES: dict[str, str] = {

@@ -1,0 +1,503 @@
+"""Does ``sslzoo rank`` predict few-label fine-tuning? Validation on DSB 2018 (no zoo encoder was pretrained on it).
+
+Protocol (docs/rank.md):
+
+- ``prepare``: a seeded draw of ``--n-train`` labelled images (the user's "few labels") and ``--n-test`` other
+  images (the scoring set) from DSB 2018 images no larger than ``--max-side`` pixels, as symlinks in
+  ``OUT/data/{train,test}/{images,masks}`` (no copy of the data); with ``--extract`` also the encoders of the
+  packaged segmenters (fine-tuned, not frozen: two more, different candidates) saved under ``OUT/encoders/``.
+- ``groundtruth``: for every candidate encoder, :func:`sslzoo.downstream.finetune.finetune` on the ``train``
+  images only (annotation rate 1.0 of them, the encoder frozen by default, a fixed ``--steps`` at batch 8 on
+  128-px tiles, no validation, the authors' fixed watershed), scored on the ``test`` images (AJI+, DSC), for 3
+  seeds. Resumable (each run keeps its ``result.json``); ``--watch-until HH:MM`` keeps picking up zoo entries
+  that ``sslzoo zoo build`` finishes in ``$SSLZOO_ZOO_DIR`` until then.
+- ``proxy``: ``rank_encoders`` on the same ``train`` images (all proxies are computed), one encoder at a time and
+  cached per encoder (an encoder's scores do not depend on the other candidates).
+- ``timing``: wall and CPU time of ranking every encoder a user gets (``--encoders all``) on those images.
+- ``compare-rest``: ``sslzoo rank --json`` vs ``POST /predictions/rank`` on a real ``sslzoo serve --models rank``.
+- ``report``: Spearman's rho between each proxy and the fine-tuned score over the encoders that have both, with
+  a bootstrap 95 % CI (encoders resampled with replacement, 2000 draws), as a Markdown table.
+
+    export SSLZOO_ZOO_DIR=/work/main/runs/zoo-cpu
+    python bench/rank_validation.py prepare --extract
+    setsid nohup nice -n 5 python bench/rank_validation.py groundtruth --watch-until 07:10 > runs/gt.log 2>&1 &
+    python bench/rank_validation.py proxy --threads 1
+    python bench/rank_validation.py timing --threads 2
+    python bench/rank_validation.py compare-rest
+    python bench/rank_validation.py report
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "dsb2018"
+if not DEFAULT_DATA.is_dir():
+    DEFAULT_DATA = Path("/work/shared/data/dsb2018")
+DEFAULT_OUT = REPO / "runs" / "rank-validation"
+SEEDS = (0, 1, 2)
+
+
+def _log(message: str) -> None:
+    print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {message}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ prepare
+def prepare(args: argparse.Namespace) -> None:
+    import csv
+
+    import numpy as np
+
+    out = Path(args.out) / "data"
+    rows = list(csv.DictReader((Path(args.data) / "train_manifest.csv").open()))
+    small = sorted(r["id"] for r in rows if max(int(r["height"]), int(r["width"])) <= args.max_side)
+    rng = np.random.default_rng(args.seed)
+    picked = [small[i] for i in rng.permutation(len(small))[: args.n_train + args.n_test]]
+    for split, ids in (("train", picked[: args.n_train]), ("test", picked[args.n_train :])):
+        for sub in ("images", "masks"):
+            folder = out / split / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            for image_id in ids:
+                link = folder / f"{image_id}.png"
+                if not link.exists():
+                    link.symlink_to(Path(args.data).resolve() / "train" / sub / f"{image_id}.png")
+    channels = {r["id"]: r["channels"] for r in rows}
+    colour = sum(channels[i] == "3" for i in picked[: args.n_train])
+    _log(f"{out}: {args.n_train} train ({colour} RGB) + {args.n_test} test images of <= {args.max_side} px")
+    if args.extract:
+        extract_segmenter_encoders(Path(args.out) / "encoders")
+    if args.synthetic:
+        make_synthetic_encoders(Path(args.out))
+
+
+def extract_segmenter_encoders(out: Path) -> None:
+    """The encoders of the packaged segmenters (fine-tuned end to end) as encoder folders."""
+    from sslzoo.hub.defaults import packaged_folder, packaged_names
+    from sslzoo.models.encoders import EncoderConfig, save_encoder
+    from sslzoo.models.segmenter import Segmenter
+    from sslzoo.vocabulary import parse_name
+
+    for name in packaged_names():
+        if parse_name(name).kind != "segmenter":
+            continue
+        target = out / f"{name}-encoder"
+        if (target / "model.safetensors").is_file():
+            continue
+        folder = packaged_folder(name)
+        assert folder is not None
+        segmenter = Segmenter.from_pretrained(folder, device="cpu")
+        cfg = segmenter.config
+        config = EncoderConfig(
+            backbone=cfg.backbone, method=cfg.method or "densecl", dataset=f"{cfg.dataset}-finetuned", mean=cfg.mean,
+            std=cfg.std, training={"extracted_from": name},
+        )  # fmt: skip
+        save_encoder(segmenter.model.encoder, target, config)
+        _log(f"extracted the encoder of {name} into {target}")
+
+
+def make_synthetic_encoders(out: Path) -> None:
+    """Two more candidates of in-between quality, made from the extracted encoders (labelled "synthetic" in the
+    report): the MoNuSeg-fine-tuned encoder's weights averaged with a seeded random init (``mix50-``), and the
+    ISIC-fine-tuned encoder with seeded Gaussian noise of half each tensor's standard deviation (``noisy-``)."""
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, load_encoder_folder, save_encoder
+
+    recipes = {
+        "synthetic-mix50-monuseg-instance-encoder": "densecl-resnet18-monuseg-instance-encoder",
+        "synthetic-noisy-isic2017-semantic-encoder": "densecl-resnet18-isic2017-semantic-encoder",
+    }
+    for name, source in recipes.items():
+        target = out / "encoders" / name
+        if (target / "model.safetensors").is_file():
+            continue
+        encoder, config = load_encoder_folder(out / "encoders" / source)
+        torch.manual_seed(0)
+        other = create_encoder("resnet18").state_dict()
+        state = encoder.state_dict()
+        generator = torch.Generator().manual_seed(0)
+        for key, value in state.items():
+            if not value.is_floating_point():
+                continue
+            if name.startswith("synthetic-mix50"):
+                state[key] = 0.5 * value + 0.5 * other[key]
+            elif "running" not in key:
+                noise = torch.randn(value.shape, generator=generator) * 0.5 * value.float().std().nan_to_num(0.0)
+                state[key] = value + noise.to(value.dtype)
+        encoder.load_state_dict(state)
+        base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
+        save_encoder(encoder, target, base.model_copy(update={"training": {"synthetic_from": source}}))
+        _log(f"made {target}")
+
+
+def candidate_specs(out: Path) -> list[tuple[str, str]]:
+    """``(name, spec)`` of every candidate: available_encoders() + extracted segmenter encoders + zoo-folder entries
+    that a packaged name shadows (given as paths)."""
+    from sslzoo.downstream.rank import available_encoders
+    from sslzoo.hub.zoo_folder import zoo_folder_entries
+
+    specs = [(c.name, c.spec) for c in available_encoders()]
+    names = {n for n, _ in specs}
+    for name, folder in zoo_folder_entries().items():
+        if name in names and (folder / "config.json").is_file() and not (folder / "segmenter.json").exists():
+            specs.append((f"{name}@zoo-folder", str(folder)))
+    for folder in sorted((out / "encoders").glob("*")):
+        if (folder / "model.safetensors").is_file():
+            specs.append((folder.name, str(folder)))
+    return specs
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+def groundtruth_run(name: str, spec: str, seed: int, args: argparse.Namespace) -> dict:
+    from sslzoo.downstream.finetune import FinetuneConfig, finetune
+
+    mode = "frozen" if not args.unfrozen else "unfrozen"
+    out = Path(args.out) / "gt" / f"{mode}-{args.steps}" / name / f"seed{seed}"
+    decoder = (256, 128, 64, 32, 16)  # smp's default widths: ~4x cheaper than the authors' 512..32 on this CPU
+    config = FinetuneConfig(
+        init=spec, backbone="resnet18", task="instance", rate=1.0, frozen=not args.unfrozen, seed=seed, epochs=1,
+        max_steps=args.steps, batch_size=8, lr=1e-3, tile_size=128, val_fraction=0.0, patience=args.steps,
+        workers=0, decoder_channels=decoder,
+    )  # fmt: skip
+    began = time.perf_counter()
+    result = finetune(config, Path(args.out) / "data", out, accelerator="cpu", devices=1, resume=True, progress=False)
+    ckpt = out / "checkpoints"
+    if ckpt.is_dir():
+        import shutil
+
+        shutil.rmtree(ckpt, ignore_errors=True)  # result.json is kept; the checkpoint is only for resuming
+    return {"score": result.score, "scores": result.scores, "seconds": time.perf_counter() - began}
+
+
+def groundtruth(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    deadline = None
+    if args.watch_until:
+        hour, minute = map(int, args.watch_until.split(":"))
+        now = dt.datetime.now(dt.UTC)
+        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    done: set[str] = set()
+    while True:
+        todo = [(n, s) for n, s in candidate_specs(Path(args.out)) if n not in done]
+        if args.only:
+            todo = [(n, s) for n, s in todo if n in args.only]
+        for name, spec in todo:
+            for seed in SEEDS:
+                if deadline is not None and dt.datetime.now(dt.UTC) > deadline:
+                    _log("deadline reached; stopping")
+                    return
+                try:
+                    run = groundtruth_run(name, spec, seed, args)
+                except Exception as exc:  # keep going: one broken entry must not stop the sweep
+                    _log(f"{name} seed {seed}: FAILED {type(exc).__name__}: {exc}")
+                    break
+                _log(f"{name} seed {seed}: aji_plus {run['score']:.4f} dice {run['scores']['dice']:.4f} "
+                     f"({run['seconds']:.0f} s)")  # fmt: skip
+            done.add(name)
+        if deadline is None or dt.datetime.now(dt.UTC) > deadline:
+            return
+        time.sleep(60)
+
+
+def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
+    """``{encoder: {"aji_plus": mean, "dice": mean, "seeds": n, "std": ...}}`` of the finished 3-seed runs."""
+    import numpy as np
+
+    table = {}
+    root = out / "gt" / mode
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        results = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*/result.json"))]
+        if len(results) < len(SEEDS):
+            continue
+        aji = [r["scores"]["aji_plus"] for r in results]
+        per_seed = {
+            int(p.parent.name[4:]): json.loads(p.read_text())["scores"] for p in folder.glob("seed*/result.json")
+        }
+        dice = [r["scores"]["dice"] for r in results]
+        table[folder.name] = {
+            "aji_plus": float(np.mean(aji)), "aji_plus_std": float(np.std(aji, ddof=1)),
+            "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(results),
+            "per_seed": per_seed,
+        }  # fmt: skip
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ proxy
+def _cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proxy(args: argparse.Namespace) -> None:
+    """The proxy of every candidate on the 20 training images, one encoder at a time (an encoder's scores do not
+    depend on the other candidates), cached per encoder in OUT/proxy-<budget>-seed<seed>/<name>.json."""
+    import torch
+
+    from sslzoo.downstream.rank import RankSettings, rank_folder
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    folder = out / f"proxy-{args.budget}-seed{args.seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = RankSettings.from_budget(args.budget, seed=args.seed, backbone="resnet18")
+    for name, spec in candidate_specs(out):
+        target = folder / f"{name}.json"
+        if target.is_file() and not args.force:
+            continue
+        load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
+        ranking = rank_folder(out / "data" / "train", "instance", [spec], settings)
+        row = ranking.ranking[0].model_dump(mode="json")
+        row.update(encoder=name, wall_seconds=time.perf_counter() - began, cpu_seconds=_cpu_seconds() - cpu)
+        row.update(loadavg=load, threads=args.threads, n_images=ranking.n_images)
+        target.write_text(json.dumps(row, indent=2) + "\n")
+        _log(f"{name}: {row['proxies']} ({row['wall_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
+
+
+def load_proxy(out: Path, budget: str, seed: int) -> list[dict]:
+    folder = out / f"proxy-{budget}-seed{seed}"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def timing(args: argparse.Namespace) -> None:
+    """Wall and CPU time of ranking every candidate of the validation (the packaged and zoo-folder encoders, random,
+    and the bench's extra encoder folders) in one call on the 20 images, as the CLI does."""
+    import torch
+
+    from sslzoo.downstream.rank import RankSettings, plot_ranking, rank_folder
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
+    specs = [spec for _, spec in candidate_specs(out)]
+    ranking = rank_folder(out / "data" / "train", "instance", specs, RankSettings.from_budget(args.budget))
+    wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
+    record = {
+        "budget": args.budget, "threads": args.threads, "n_encoders": len(ranking.ranking),
+        "n_images": ranking.n_images, "wall_seconds": wall, "cpu_seconds": cpu, "loadavg_before": load,
+        "loadavg_after": os.getloadavg(), "uptime": os.popen("uptime").read().strip(),
+        "encoders": [r.encoder for r in ranking.ranking], "recommendation": ranking.recommendation,
+    }  # fmt: skip
+    (out / f"timing-{args.budget}-threads{args.threads}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"ranking-{args.budget}.json").write_text(ranking.model_dump_json(indent=2) + "\n")
+    plot_ranking(ranking, out / f"ranking-{args.budget}.png")
+    _log(f"{record['n_encoders']} encoders x {record['n_images']} images: {wall:.1f} s wall, {cpu:.1f} s CPU "
+         f"({args.threads} threads); {record['uptime']}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ report
+def spearman_ci(x: list[float], y: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's rho and a percentile bootstrap 95 % CI (pairs resampled; degenerate draws skipped)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    xs, ys, values = np.asarray(x), np.asarray(y), []
+    for _ in range(draws):
+        pick = rng.integers(0, len(xs), len(xs))
+        if len(set(pick.tolist())) < 3:
+            continue
+        value = spearmanr(xs[pick], ys[pick]).statistic
+        if np.isfinite(value):
+            values.append(value)
+    lo, hi = np.percentile(values, [2.5, 97.5]) if values else (float("nan"), float("nan"))
+    return rho, float(lo), float(hi)
+
+
+def report(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    rows_all = load_proxy(out, args.budget, args.seed)
+    lines = []
+    for mode in sorted(p.name for p in (out / "gt").glob("*")):
+        gt = load_groundtruth(out, mode)
+        rows = [r for r in rows_all if r["encoder"] in gt]
+        if len(rows) < 3:
+            lines.append(f"{mode}: only {len(rows)} encoders with 3 seeds; no correlation")
+            continue
+        lines.append(f"\n### ground truth: {mode} ({len(rows)} encoders, 3 seeds each)\n")
+        lines.append("| encoder | fine-tuned AJI+ | fine-tuned DSC | " + " | ".join(rows[0]["proxies"]) + " |")
+        lines.append("|---|---|---|" + "---|" * len(rows[0]["proxies"]))
+        for r in sorted(rows, key=lambda r: -gt[r["encoder"]]["aji_plus"]):
+            g = gt[r["encoder"]]
+            cells = " | ".join(f"{v:.3f}" for v in r["proxies"].values())
+            lines.append(
+                f"| {r['encoder']} | {g['aji_plus']:.3f} ± {g['aji_plus_std']:.3f} | {g['dice']:.3f} | {cells} |"
+            )
+        from itertools import combinations
+
+        from scipy.stats import spearmanr
+
+        names = [r["encoder"] for r in rows]
+        for metric in ("aji_plus", "dice"):
+            pairs = [
+                spearmanr(
+                    [gt[n]["per_seed"][a][metric] for n in names], [gt[n]["per_seed"][b][metric] for n in names]
+                ).statistic
+                for a, b in combinations(SEEDS, 2)
+            ]
+            lines.append(
+                f"\nground-truth self-consistency ({metric}): Spearman between single-seed rankings "
+                f"{', '.join(f'{p:.2f}' for p in pairs)} (mean {sum(pairs) / len(pairs):.2f})"
+            )
+        lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI | p (two-sided) |\n|---|---|---|---|---|")
+        for proxy_name in rows[0]["proxies"]:
+            for metric in ("aji_plus", "dice"):
+                xs, ys = [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
+                rho, lo, hi = spearman_ci(xs, ys)
+                p_value = float(spearmanr(xs, ys).pvalue)
+                lines.append(
+                    f"| {proxy_name} | fine-tuned {metric} | {rho:.3f} | [{lo:.3f}, {hi:.3f}] | {p_value:.3f} |"
+                )
+    from scipy.stats import spearmanr
+
+    for folder in sorted(out.glob("proxy-*-seed*")):
+        if folder.name == f"proxy-{args.budget}-seed{args.seed}":
+            continue
+        other = {r["encoder"]: r for r in (json.loads(p.read_text()) for p in folder.glob("*.json"))}
+        common = [r for r in rows_all if r["encoder"] in other]
+        if len(common) < 3:
+            continue
+        for proxy_name in common[0]["proxies"]:
+            rho = spearmanr([r["proxies"][proxy_name] for r in common], [other[r["encoder"]]["proxies"][proxy_name]
+                            for r in common]).statistic  # fmt: skip
+            lines.append(
+                f"proxy stability: {proxy_name} of proxy-{args.budget}-seed{args.seed} vs {folder.name}: Spearman "
+                f"{rho:.2f} over {len(common)} encoders"
+            )
+    for path in sorted(out.glob("timing-*.json")):
+        t = json.loads(path.read_text())
+        lines.append(
+            f"\ntiming ({t['budget']}): {t['n_encoders']} encoders on {t['n_images']} images in "
+            f"{t['wall_seconds']:.1f} s wall / {t['cpu_seconds']:.1f} s CPU with {t['threads']} threads; "
+            f"load before {t['loadavg_before']}"
+        )
+    text = "\n".join(lines)
+    print(text)
+    (out / "report.md").write_text(text + "\n")
+
+
+# ------------------------------------------------------------------------------------------------ CLI vs REST
+def compare_rest(args: argparse.Namespace) -> None:
+    """``sslzoo rank --json`` and ``POST /predictions/rank`` (a real ``sslzoo serve --models rank``) on the same
+    images: the same encoders in the same order with the same scores."""
+    import subprocess
+    import tempfile
+
+    import httpx
+
+    from sslzoo.serving.server import free_ports
+
+    data = Path(args.data_dir) if args.data_dir else Path(args.out) / "data" / "train"
+    env = dict(os.environ, SSLZOO_TORCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    sslzoo = [sys.executable, "-m", "sslzoo"]
+    cli_command = [*sslzoo, "rank", "--data", str(data), "--task", "instance", "--budget", args.budget, "--json"]
+    cli_command += ["--threads", str(args.threads)]
+    began = time.perf_counter()
+    cli = json.loads(subprocess.run(cli_command, env=env, check=True, capture_output=True, text=True).stdout)
+    cli_seconds = time.perf_counter() - began
+    _log(f"CLI: {[r['encoder'] for r in cli['ranking']]} in {cli_seconds:.1f} s")
+
+    work = Path(tempfile.mkdtemp(prefix="rank-rest-"))
+    (work / "keys.txt").write_text("rank-demo-key-0123456789\n")
+    ports = free_ports(6)
+    names = ["--inference-port", "--management-port", "--metrics-port", "--engine-port", "--grpc-inference-port"]
+    serve = [*sslzoo, "serve", "--models", "rank", "--workdir", str(work / "work")]
+    serve += ["--api-keys", str(work / "keys.txt")]
+    for name, port in zip([*names, "--grpc-management-port"], ports, strict=True):
+        serve += [name, str(port)]
+    log = (work / "serve.out").open("wb")
+    server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        deadline = time.monotonic() + 300
+        while b"sslzoo: READY" not in (work / "serve.out").read_bytes():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit((work / "serve.out").read_text()[-3000:])
+            time.sleep(0.5)
+        url = f"http://127.0.0.1:{ports[0]}/predictions/rank"
+        headers = {"Authorization": "Bearer rank-demo-key-0123456789"}
+        files = []
+        for i, image in enumerate(sorted((data / "images").glob("*.png"))):
+            files.append((f"image_{i}", (image.name, image.read_bytes(), "image/png")))
+            files.append((f"mask_{i}", (image.name, (data / "masks" / image.name).read_bytes(), "image/png")))
+        fields = {"task": "instance", "budget": args.budget}
+        began = time.perf_counter()
+        reply = httpx.post(url, headers=headers, data=fields, files=files, timeout=600)
+        rest_seconds = time.perf_counter() - began
+        reply.raise_for_status()
+        rest = reply.json()
+        _log(f"REST: {[r['encoder'] for r in rest['ranking']]} in {rest_seconds:.1f} s")
+        bad = httpx.post(url, headers=headers, data={"task": "instance"}, files=files[::2], timeout=60)
+        _log(f"REST without masks: {bad.status_code} {bad.json()['message'][:100]}")
+        ping = httpx.get(f"http://127.0.0.1:{ports[0]}/ping", timeout=10)
+        _log(f"GET /ping after the bad request: {ping.status_code}")
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
+    same_order = [r["encoder"] for r in cli["ranking"]] == [r["encoder"] for r in rest["ranking"]]
+    gap = max(abs(a["score"] - b["score"]) for a, b in zip(cli["ranking"], rest["ranking"], strict=True))
+    record = {
+        "cli": cli, "rest": rest, "same_order": same_order, "max_score_difference": gap, "cli_seconds": cli_seconds,
+        "rest_seconds": rest_seconds, "loadavg": os.getloadavg(), "data": str(data),
+    }  # fmt: skip
+    (Path(args.out) / "cli-vs-rest.json").write_text(json.dumps(record, indent=2) + "\n")
+    _log(f"same order: {same_order}; largest score difference {gap:.2e}")
+    for a, b in zip(cli["ranking"], rest["ranking"], strict=True):
+        print(f"  {a['rank']:>2} {a['encoder']:<32} CLI {a['score']:.4f} ± {a['std']:.4f}   REST {b['encoder']:<32} "
+              f"{b['score']:.4f} ± {b['std']:.4f}")  # fmt: skip
+    print(f"  recommendation (CLI) : {cli['recommendation']}\n  recommendation (REST): {rest['recommendation']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--n-train", type=int, default=20)
+    p.add_argument("--n-test", type=int, default=24)
+    p.add_argument("--max-side", type=int, default=360)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extract", action="store_true", help="also extract the packaged segmenters' encoders")
+    p.add_argument("--synthetic", action="store_true", help="also make two synthetic in-between encoders")
+    p.set_defaults(func=prepare)
+    g = sub.add_parser("groundtruth")
+    g.add_argument("--steps", type=int, default=40)
+    g.add_argument("--unfrozen", action="store_true")
+    g.add_argument("--threads", type=int, default=1)
+    g.add_argument("--watch-until", default=None, metavar="HH:MM", help="UTC; keep picking up new zoo entries")
+    g.add_argument("--only", nargs="*", default=None)
+    g.set_defaults(func=groundtruth)
+    for name, func in (("proxy", proxy), ("report", report), ("timing", timing)):
+        q = sub.add_parser(name)
+        q.add_argument("--force", action="store_true", help="proxy: recompute cached encoders")
+        q.add_argument("--budget", default="standard")
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--threads", type=int, default=2)
+        q.set_defaults(func=func)
+    c = sub.add_parser("compare-rest")
+    c.add_argument("--budget", default="standard")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--data-dir", default=None, help="labelled folder (default OUT/data/train)")
+    c.set_defaults(func=compare_rest)
+    args = parser.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""``sslzoo rank`` core (sslzoo.downstream.rank) and CLI: the read-out maths, determinism, candidates, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sslzoo.errors import ConfigError, DataError, NotFoundError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def blobs(n: int, size: int = 64, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` RGB images of bright discs on a noisy dark background, with their instance label maps."""
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    yy, xx = np.mgrid[:size, :size]
+    for _ in range(n):
+        labels = np.zeros((size, size), np.int32)
+        for k in range(1, 5):
+            cy, cx, r = rng.integers(8, size - 8), rng.integers(8, size - 8), rng.integers(4, 8)
+            labels[((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r) & (labels == 0)] = k
+        image = rng.normal(40, 10, (size, size, 3))
+        image[labels > 0] += 150
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+        masks.append(labels)
+    return images, masks
+
+
+@pytest.fixture(scope="module")
+def zeroed_encoder(tmp_path_factory) -> Path:
+    """A resnet18 encoder whose weights are all zero: constant features, nothing to read out."""
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
+
+    encoder = create_encoder("resnet18")
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.zero_()
+    folder = tmp_path_factory.mktemp("enc") / "zeroed-encoder"
+    return save_encoder(encoder, folder, EncoderConfig(backbone="resnet18", method="random", dataset="none"))
+
+
+@pytest.fixture(autouse=True)
+def _no_installed_models(tmp_path, monkeypatch):
+    """No packaged defaults and no zoo folder unless a test sets them (fast, independent of the checkout)."""
+    empty = tmp_path / "no-defaults"
+    empty.mkdir()
+    monkeypatch.setenv("SSLZOO_DEFAULTS_DIR", str(empty))
+    monkeypatch.delenv("SSLZOO_ZOO_DIR", raising=False)
+
+
+QUICK = dict(splits=3, pixels_per_image=256, lambdas=(0.01, 1.0))
+
+
+def test_ridge_read_out_recovers_a_linear_map():
+    from sslzoo.downstream.rank import _fit, _image_stats
+
+    rng = np.random.default_rng(0)
+    w_true, b_true = rng.normal(size=(6, 2)), np.array([0.5, -1.0])
+    stats = []
+    for i in range(4):
+        x = rng.normal(size=(6, 300)) * np.arange(1, 7)[:, None] + 3.0  # unequal scales and non-zero means
+        y = (x.T @ w_true + b_true).reshape(15, 20, 2)
+        stats.append(_image_stats(x.astype(np.float32), y, 10_000, np.random.default_rng(i)))
+    weights, biases = _fit(stats, [1e-9, 10.0])
+    np.testing.assert_allclose(weights[:, 0], w_true, atol=1e-3)
+    np.testing.assert_allclose(biases[0], b_true, atol=1e-2)
+    assert np.abs(weights[:, 1]).sum() < np.abs(weights[:, 0]).sum()  # a strong ridge shrinks the weights
+
+
+def test_cell_means_average_each_4x4_cell_and_partial_edge_cells():
+    from sslzoo.downstream.rank import cell_means
+
+    values = np.zeros((6, 5))
+    values[:4, :4] = 1.0
+    values[4:, 4:] = 2.0
+    means = cell_means(values)
+    assert means.shape == (2, 2)
+    np.testing.assert_allclose(means, [[1.0, 0.0], [0.0, 2.0 * 2 / 2 / 1]])  # edge cell (2x1 pixels) all 2
+
+
+def test_splits_are_seeded_and_hold_out_a_fixed_share():
+    from sslzoo.downstream.rank import make_splits
+
+    a, b = make_splits(10, 4, 0.25, seed=3), make_splits(10, 4, 0.25, seed=3)
+    assert all((x == y).all() for x, y in zip(a, b, strict=True))
+    assert [int(m.sum()) for m in a] == [2, 2, 2, 2]
+    assert any((x != y).any() for x, y in zip(a, make_splits(10, 4, 0.25, seed=4), strict=True))
+    assert int(make_splits(2, 1, 0.9, 0)[0].sum()) == 1  # at least one image always fits
+
+
+def test_hypercolumns_stack_every_stage_on_the_stride_4_grid(zeroed_encoder):
+    from sslzoo.downstream.rank import Candidate, hypercolumns, load_candidate
+
+    encoder = load_candidate(Candidate("random", "random", "baseline"), "resnet18")
+    features = hypercolumns(encoder, np.zeros((50, 70, 3), np.uint8))
+    assert features.shape == (64 + 64 + 128 + 256 + 512, 13 * 18)
+    assert np.isfinite(features).all()
+
+
+def test_ranking_is_deterministic_under_a_seed_and_ranks_an_informative_encoder_first(zeroed_encoder):
+    from sslzoo.downstream.rank import RankSettings, rank_encoders
+
+    images, masks = blobs(8)
+    settings = RankSettings(**QUICK, seed=0)
+    first = rank_encoders(images, masks, "instance", [str(zeroed_encoder), "random"], settings)
+    second = rank_encoders(images, masks, "instance", [str(zeroed_encoder), "random"], settings)
+    strip = {"seconds": True, "ranking": {"__all__": {"seconds"}}}
+    assert first.model_dump(exclude=strip) == second.model_dump(exclude=strip)
+    assert [r.encoder for r in first.ranking] == ["random", "zeroed-encoder"]
+    best, worst = first.ranking
+    assert best.score > 0.8 and worst.score < 0.2  # bright discs are easy; constant features predict nothing
+    assert (
+        set(best.proxies) == {"fg_dice", "dist_r2", "aji_plus"} and best.proxies["dist_r2"] > worst.proxies["dist_r2"]
+    )
+    assert len(best.split_scores) == 3 and best.std == pytest.approx(np.std(best.split_scores, ddof=1))
+    assert best.rank == 1 and worst.rank == 2 and best.feature_dim == 1024
+    assert first.recommendation.startswith("use random")
+    other = rank_encoders(images, masks, "instance", ["random"], RankSettings(**QUICK, seed=1))
+    assert other.ranking[0].split_scores != best.split_scores  # the seed draws other splits
+
+
+def test_semantic_task_uses_the_foreground_dice_and_binarises_masks():
+    from sslzoo.downstream.rank import RankSettings, rank_encoders
+
+    images, masks = blobs(6, seed=1)
+    ranking = rank_encoders(images, [(m > 0) * 255 for m in masks], "semantic", ["random"], RankSettings(**QUICK))
+    assert ranking.proxy == "dice" and list(ranking.ranking[0].proxies) == ["dice"]
+    assert ranking.ranking[0].score > 0.8
+    assert ranking.warnings and "only 6 labelled images" in ranking.warnings[0]
+
+
+def test_bad_inputs_are_clear_errors(zeroed_encoder):
+    from sslzoo.downstream.rank import RankSettings, rank_encoders
+
+    images, masks = blobs(3)
+    settings = RankSettings(**QUICK)
+    with pytest.raises(DataError, match="differs from its image"):
+        rank_encoders(images, [masks[0][:-1], *masks[1:]], "semantic", ["random"], settings)
+    with pytest.raises(DataError, match="at least 2"):
+        rank_encoders(images[:1], masks[:1], "semantic", ["random"], settings)
+    with pytest.raises(DataError, match="3 image.*2 mask"):
+        rank_encoders(images, masks[:2], "semantic", ["random"], settings)
+    with pytest.raises(DataError, match="every mask is empty"):
+        rank_encoders(images, [np.zeros_like(m) for m in masks], "semantic", ["random"], settings)
+    with pytest.raises(ConfigError, match="unknown task"):
+        rank_encoders(images, masks, "panoptic", ["random"], settings)
+    with pytest.raises(NotFoundError, match="unknown encoder 'simclr-resnet18-nowhere'.*available here: random"):
+        rank_encoders(images, masks, "semantic", ["simclr-resnet18-nowhere"], settings)
+    with pytest.raises(NotFoundError, match="unknown encoder"):  # a path is not allowed where clients name encoders
+        rank_encoders(images, masks, "semantic", [str(zeroed_encoder)], settings, allow_paths=False)
+    with pytest.raises(ConfigError, match="segmenter"):
+        rank_encoders(images, masks, "semantic", ["densecl-resnet18-monuseg-instance"], settings)
+    with pytest.raises(ConfigError, match="proxy 'dist_r2'"):
+        rank_encoders(images, masks, "semantic", ["random"], RankSettings(**QUICK, proxy="dist_r2"))
+
+
+def test_candidates_are_packaged_then_zoo_folder_then_random(tmp_path, monkeypatch, zeroed_encoder):
+    import shutil
+
+    from sslzoo.downstream.rank import available_encoders, resolve_candidates
+
+    defaults, zoo = tmp_path / "defaults", tmp_path / "zoo"
+    shutil.copytree(zeroed_encoder, defaults / "simclr-resnet18-monuseg")
+    shutil.copytree(zeroed_encoder, zoo / "byol-resnet18-isic2017")
+    shutil.copytree(zeroed_encoder, zoo / "simclr-resnet18-monuseg")  # shadowed by the packaged one
+    (zoo / "moco-resnet18-isic2017" / "work").mkdir(parents=True)  # unfinished build: not a candidate
+    shutil.copy(zeroed_encoder / "model.safetensors", zoo / "moco-resnet18-isic2017")
+    monkeypatch.setenv("SSLZOO_DEFAULTS_DIR", str(defaults))
+    monkeypatch.setenv("SSLZOO_ZOO_DIR", str(zoo))
+    found = [(c.name, c.source) for c in available_encoders()]
+    assert found == [
+        ("simclr-resnet18-monuseg", "packaged"),
+        ("byol-resnet18-isic2017", "zoo-folder"),
+        ("random", "baseline"),
+    ]
+    assert [c.name for c in resolve_candidates(["all"])] == [name for name, _ in found]
+    assert [c.source for c in resolve_candidates(["byol-resnet18-isic2017", "random"])] == ["zoo-folder", "baseline"]
+    with pytest.raises(ConfigError, match="named twice"):
+        resolve_candidates(["random", "random"])
+
+
+def test_rank_folder_cli_json_table_and_plot(tmp_path, zeroed_encoder, capsys):
+    from sslzoo.cli import main
+    from sslzoo.data.io import write_image, write_label_map
+
+    images, masks = blobs(6, seed=2)
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        write_image(tmp_path / "data" / "train" / "images" / f"img{i}.png", image)
+        write_label_map(tmp_path / "data" / "train" / "masks" / f"img{i}.png", mask)
+    args = ["rank", "--data", str(tmp_path / "data"), "--task", "instance", "--budget", "quick", "--encoders"]
+    assert main([*args, "random", str(zeroed_encoder), "--json", "--plot", str(tmp_path / "bars.png")]) == 0
+    out = capsys.readouterr().out
+    ranking = json.loads(out)
+    assert [r["encoder"] for r in ranking["ranking"]] == ["random", "zeroed-encoder"]
+    assert {"task", "n_images", "ranking", "recommendation", "seconds"} <= set(ranking)
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main([*args, "random", "--splits", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "recommendation: only one encoder" in table and "over 2 splits of 6 images" in table
+    (tmp_path / "plain").mkdir()
+    write_image(tmp_path / "plain" / "a.png", images[0])
+    assert main(["rank", "--data", str(tmp_path / "plain"), "--task", "semantic"]) == 2
+    assert "no masks found" in capsys.readouterr().err
+
+
+def test_recommendation_says_when_the_lead_is_clear_close_or_random():
+    from sslzoo.downstream.rank import EncoderScore, recommendation_text
+
+    def row(name: str, rank: int, scores: list[float], method: str = "simclr") -> EncoderScore:
+        return EncoderScore(
+            encoder=name, rank=rank, score=float(np.mean(scores)), std=float(np.std(scores, ddof=1)),
+            split_scores=scores, proxies={}, ridge_lambda=1.0, source="zoo-folder", backbone="resnet18",
+            method=method, dataset="x", feature_dim=1024, seconds=0.0,
+        )  # fmt: skip
+
+    a, b, r = [0.8, 0.82, 0.81], [0.7, 0.71, 0.69], [0.79, 0.83, 0.80]
+    clear = recommendation_text("semantic", [row("a", 1, a), row("b", 2, b)], {"a": a, "b": b})
+    assert clear.startswith("use a (score 0.810") and "in 3 of 3 splits" in clear
+    close = recommendation_text("semantic", [row("a", 1, a), row("random", 2, r, "random")], {"a": a, "random": r})
+    assert "are close" in close and "random init is close behind" in close
+    worst = recommendation_text("semantic", [row("random", 1, a, "random"), row("b", 2, b)], {"random": a, "b": b})
+    assert worst.endswith("no pretrained encoder beats random init on these images")
