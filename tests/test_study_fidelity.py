@@ -198,3 +198,42 @@ def test_eval_images_scores_an_evenly_spread_part_of_the_scored_split():
         FinetuneConfig(eval_images=0)
     with pytest.raises(Exception, match="tile_overlap must be >= 0"):
         FinetuneConfig(tile_overlap=-1)
+
+
+# ------------------------------------------------------------------------------------------------ one scale
+def test_dataset_resize_gives_pretraining_and_fine_tuning_one_scale(tmp_path):
+    """``datasets.<name>.resize`` squeezes whole images in pretraining (each image one view item) and in
+    fine-tuning (``input_size``); without it both tile at native size. Instance datasets refuse it."""
+    import numpy as np
+    from PIL import Image
+
+    from sslzoo.study.grid import RunSpec
+    from sslzoo.study.runner import finetune_config, pretrain_dataset
+
+    root = tmp_path / "lesions"
+    for split, n in (("train", 3), ("val", 1)):
+        for i in range(n):
+            rng = np.random.default_rng(i)
+            for sub, arr in (("images", rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)),
+                             ("masks", (rng.random((150, 200)) > 0.5).astype(np.uint8))):  # fmt: skip
+                (root / split / sub).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr).save(root / split / sub / f"{split}{i}.png")
+
+    def study(resize: int | None) -> StudyConfig:
+        return StudyConfig.model_validate({
+            "name": "scale", "backbone": "resnet18", "methods": ["random", "simclr"],
+            "datasets": {"lesions": {"path": str(root), "task": "semantic", "resize": resize}},
+            "pretrain": {"max_steps": 1, "input_size": 64}, "finetune": {"tile_size": 64},
+        })  # fmt: skip
+
+    squeezed, native = study(64), study(None)
+    assert len(pretrain_dataset(squeezed, "lesions")) == 3  # the 3 training images, one 64 px item each
+    assert len(pretrain_dataset(native, "lesions")) > 3  # 200 x 150 images tiled into 64 px views
+    spec = RunSpec(method="simclr", dataset="lesions", rate=1.0, frozen=True, seed=0, task="semantic")
+    assert finetune_config(squeezed, spec, "random").input_size == 64
+    assert finetune_config(native, spec, "random").input_size is None
+    with pytest.raises(ValueError, match="only semantic datasets"):
+        StudyConfig.model_validate({
+            "name": "bad", "pretrain": {"max_steps": 1},
+            "datasets": {"m": {"path": str(root), "kind": "monuseg", "resize": 64}},
+        })  # fmt: skip

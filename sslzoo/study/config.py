@@ -49,6 +49,21 @@ class DatasetSpec(BaseModel):
         description="splits left out of pretraining besides the scored images, e.g. [unlabeled] (ISIC 2017: the "
         "official test images) to pretrain on the training split only, as the authors",
     )
+    resize: int | None = Field(
+        None,
+        ge=32,
+        description="semantic datasets: squeeze every whole image to resize x resize in pretraining (resize_to) AND "
+        "fine-tuning (input_size), so both see one scale, as the authors (256); None: native size, tiled in both",
+    )
+
+    @model_validator(mode="after")
+    def _resize_is_semantic(self) -> DatasetSpec:
+        if self.resize is not None and (self.task == "instance" or self.kind == "monuseg"):
+            raise ValueError(
+                "resize squeezes whole images, which only semantic datasets allow (instance maps would lose their "
+                "object scale); drop resize for this dataset"
+            )
+        return self
 
 
 class PretrainSettings(BaseModel):

@@ -101,7 +101,7 @@ def pretrain_dataset(config: StudyConfig, dataset: str) -> Any:
     spec, settings = config.datasets[dataset], config.pretrain
     kind = spec.kind or "folder"
     views = TwoViewDataset(pretrain_images(config, dataset), two_view_transform(kind, settings.input_size),
-                           settings.input_size)  # fmt: skip
+                           settings.input_size, resize_to=spec.resize)  # fmt: skip
     if settings.max_tiles is not None and settings.max_tiles < len(views):
         keep = np.unique(np.linspace(0, len(views) - 1, settings.max_tiles).round().astype(int))
         return Subset(views, keep.tolist())
@@ -156,6 +156,7 @@ def ensure_pretrained(
             max_epochs=settings.max_epochs,
             max_steps=settings.max_steps,
             seed=0,
+            resize_to=spec.resize,
             params=settings.params.get(method, {}),
         )
         log.info("pretraining %s on %s -> %s", method, dataset, folder)
@@ -237,6 +238,7 @@ def finetune_config(config: StudyConfig, spec: RunSpec, init: str) -> Any:
         rate=spec.rate,
         frozen=spec.frozen,
         seed=spec.seed,
+        input_size=config.datasets[spec.dataset].resize,
         **config.finetune.model_dump(),
     )
 
