@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from sslzoo.vocabulary import TASKS
+from sslzoo.vocabulary import BACKBONES, TASKS
 
 if TYPE_CHECKING:
     from sslzoo.downstream.rank import Ranking
@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-images", type=int, default=None, metavar="N", help="use at most N labelled images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and pixel draws (default 0)")
     parser.add_argument(
-        "--backbone", default=None, help="backbone of random/imagenet init (default: the one most candidates use)"
+        "--backbone",
+        default=None,
+        help=f"backbone of random/imagenet init: {', '.join(BACKBONES)} (default: the one most candidates use)",
     )
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     parser.add_argument("--plot", default=None, metavar="PNG", help="also write a bar chart of the ranking")
