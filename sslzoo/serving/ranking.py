@@ -19,15 +19,13 @@ are kept between requests.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from sslzoo.errors import ConfigError, DataError, TooLargeError
 from sslzoo.serving.decode import decode_image, decode_label_map, header_pixels
 from sslzoo.serving.limits import Limits, _env_number
+from sslzoo.serving.services import _short, read_archive_folders
 
 RANK = "rank"
 DEFAULT_RANK_MAX_IMAGES = 40
@@ -45,10 +43,6 @@ def _text(value: object, name: str) -> str:
         except UnicodeDecodeError as exc:
             raise DataError(f"field {name!r} is not UTF-8 text") from exc
     return str(value).strip()
-
-
-def _short(text: str, limit: int = 64) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _natural_key(text: str) -> tuple:
@@ -152,39 +146,10 @@ class RankService:
         return images, masks
 
     def _archive(self, data: object) -> tuple[dict[str, object], dict[str, object]]:
-        if not isinstance(data, bytes | bytearray) or not data:
-            raise DataError("field 'archive' is empty; send a zip file holding images/ and masks/")
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
-        except zipfile.BadZipFile as exc:
-            raise DataError(f"field 'archive' is not a zip file ({exc})") from exc
-        limits = self.limits
-        with archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > limits.archive_max_members:
-                raise TooLargeError(
-                    f"archive holds {len(members):,} files; at most {limits.archive_max_members:,} are accepted "
-                    "(SSLZOO_ARCHIVE_MAX_MEMBERS)"
-                )
-            expanded = sum(m.file_size for m in members)
-            if expanded > limits.archive_max_bytes:
-                raise TooLargeError(
-                    f"archive expands to {expanded:,} bytes, over the limit of {limits.archive_max_bytes:,} "
-                    "(SSLZOO_ARCHIVE_MAX_BYTES); send fewer images"
-                )
-            folders: dict[str, dict[str, object]] = {"images": {}, "masks": {}}
-            for member in members:
-                path = PurePosixPath(member.filename)
-                if path.name.startswith(".") or "__MACOSX" in path.parts or len(path.parts) < 2:
-                    continue
-                folder = path.parts[-2]
-                if folder in folders:
-                    if path.stem in folders[folder]:
-                        raise DataError(f"archive: two files in {folder}/ share the stem {_short(path.stem)!r}")
-                    try:
-                        folders[folder][path.stem] = archive.read(member)
-                    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
-                        raise DataError(f"archive: cannot read {_short(member.filename)} ({exc})") from exc
+        folders = read_archive_folders(
+            data, self.limits, ("images", "masks"), "send a zip file holding images/ and masks/", "send fewer images",
+            show=_short,
+        )  # fmt: skip
         if not folders["images"]:
             raise DataError("archive holds no images/ folder; put the images in images/ and their masks in masks/")
         return folders["images"], folders["masks"]

@@ -84,6 +84,54 @@ def _short(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def read_archive_folders(
+    data: object,
+    limits: Limits,
+    folders: tuple[str, ...],
+    empty_hint: str,
+    size_hint: str,
+    show: Callable[[str], str] = str,
+) -> dict[str, dict[str, object]]:
+    """The files of a zip request body by folder (``folder -> stem -> bytes``) for the ``folders`` named.
+
+    400 for an empty or broken zip or two files of one stem in one folder; 413 past ``limits``' member count or
+    expanded size (read from the central directory before any member is inflated; zipfile never inflates a member
+    past its recorded size). Hidden files and ``__MACOSX`` are skipped; ``show`` shortens echoed client names."""
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise DataError(f"field 'archive' is empty; {empty_hint}")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"field 'archive' is not a zip file ({exc})") from exc
+    found: dict[str, dict[str, object]] = {name: {} for name in folders}
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) > limits.archive_max_members:
+            raise TooLargeError(
+                f"archive holds {len(members):,} files; at most {limits.archive_max_members:,} are accepted "
+                "(SSLZOO_ARCHIVE_MAX_MEMBERS)"
+            )
+        expanded = sum(m.file_size for m in members)
+        if expanded > limits.archive_max_bytes:
+            raise TooLargeError(
+                f"archive expands to {expanded:,} bytes, over the limit of {limits.archive_max_bytes:,} "
+                f"(SSLZOO_ARCHIVE_MAX_BYTES); {size_hint}"
+            )
+        for member in members:
+            path = PurePosixPath(member.filename)
+            if path.name.startswith(".") or "__MACOSX" in path.parts or len(path.parts) < 2:
+                continue
+            folder = path.parts[-2]
+            if folder in found:
+                if path.stem in found[folder]:
+                    raise DataError(f"archive: two files in {folder}/ share the stem {show(path.stem)!r}")
+                try:
+                    found[folder][path.stem] = archive.read(member)
+                except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
+                    raise DataError(f"archive: cannot read {show(member.filename)} ({exc})") from exc
+    return found
+
+
 def select_device(device: str | None = None) -> str:
     """``device`` if given, else ``cuda`` when available, else ``cpu``."""
     import torch
@@ -275,41 +323,10 @@ class EvaluationService:
 
     def evaluate_archive(self, data: object, task: str | None = None, model: str | None = None) -> EvaluationResult:
         """Evaluate a zip holding ``masks/`` and ``images/`` (with ``model``) or ``predictions/``, matched by stem."""
-        if not isinstance(data, bytes | bytearray) or not data:
-            raise DataError("field 'archive' is empty; send a zip file holding masks/ and images/ or predictions/")
-        try:
-            archive = zipfile.ZipFile(io.BytesIO(bytes(data)))
-        except zipfile.BadZipFile as exc:
-            raise DataError(f"field 'archive' is not a zip file ({exc})") from exc
-        limits = self.limits
-        with archive:
-            # sizes come from the zip's central directory, before any member is read; zipfile never
-            # inflates a member past its recorded size
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > limits.archive_max_members:
-                raise TooLargeError(
-                    f"archive holds {len(members):,} files; at most {limits.archive_max_members:,} are accepted "
-                    "(SSLZOO_ARCHIVE_MAX_MEMBERS)"
-                )
-            expanded = sum(m.file_size for m in members)
-            if expanded > limits.archive_max_bytes:
-                raise TooLargeError(
-                    f"archive expands to {expanded:,} bytes, over the limit of {limits.archive_max_bytes:,} "
-                    "(SSLZOO_ARCHIVE_MAX_BYTES); send smaller sets"
-                )
-            folders: dict[str, dict[str, object]] = {"masks": {}, "images": {}, "predictions": {}}
-            for member in members:
-                path = PurePosixPath(member.filename)
-                if path.name.startswith(".") or "__MACOSX" in path.parts or len(path.parts) < 2:
-                    continue
-                folder = path.parts[-2]
-                if folder in folders:
-                    if path.stem in folders[folder]:
-                        raise DataError(f"archive: two files in {folder}/ share the stem {path.stem!r}")
-                    try:
-                        folders[folder][path.stem] = archive.read(member)
-                    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as exc:
-                        raise DataError(f"archive: cannot read {member.filename} ({exc})") from exc
+        folders = read_archive_folders(
+            data, self.limits, ("masks", "images", "predictions"),
+            "send a zip file holding masks/ and images/ or predictions/", "send smaller sets",
+        )  # fmt: skip
         if not folders["masks"]:
             raise DataError("archive holds no masks/ folder with label images; put ground truth in masks/")
         if model:
