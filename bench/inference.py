@@ -12,10 +12,12 @@ load; the table shows the median over ``--repeat`` and the ratio old / new):
 - encoding: the 16-bit PNG label map answered by the server.
 
 Configurations: ``old`` is the code before issue 16, kept here as the reference (25 tiles of 256 px
-overlapping by 64, NCHW, skimage's ``h_maxima`` for the seeds); ``new`` is ``Segmenter.predict``
-today (the whole image in one pass when it fits ``inference_tile``, channels-last, the exact fast
-h-maxima seeds). The script also reports the differences of the two outputs (distance map: max / mean
-absolute, instances: AJI+ old vs new, and AJI+ of each against the ground truth when there is one).
+overlapping by 64, NCHW, skimage's ``h_maxima`` for the seeds); ``torch`` is ``Segmenter.predict``
+today on the torch runtime (the whole image in one pass when it fits ``inference_tile``, channels-last,
+the exact fast h-maxima seeds); ``new`` is the same path on ``--runtime`` (default ``auto``: ONNX
+Runtime on a CPU, what ``sslzoo predict`` and the server use). The script also reports the differences
+of the outputs (distance map: max / mean absolute, instances: AJI+ old vs new, and AJI+ of each against
+the ground truth when there is one; new vs torch: max |diff| and whether the instances are identical).
 
 ``--runtimes`` adds a table of the network alone on the padded whole image: torch eager (NCHW and
 channels-last), ``torch.compile`` and ONNX Runtime (when ``onnxruntime`` + ``onnx`` are importable),
@@ -269,7 +271,16 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per configuration (after one warm-up)")
-    parser.add_argument("--configs", nargs="+", default=["old", "new"], choices=["old", "new"])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["old", "torch", "new"],
+        choices=["old", "torch", "new"],
+        help="old: before issue 16; torch: today's path on the torch runtime; new: today's path on --runtime",
+    )
+    parser.add_argument(
+        "--runtime", default="auto", choices=["auto", "torch", "onnxruntime"], help="the runtime of 'new' (auto)"
+    )
     parser.add_argument("--runtimes", action="store_true", help="also compare runtimes for the network alone")
     parser.add_argument("--compile", action="store_true", help="with --runtimes: include torch.compile (slow start)")
     parser.add_argument("--seam", action="store_true", help="also check the windowed blend on a 2x2 mosaic")
@@ -281,38 +292,41 @@ def main() -> int:
     from sslzoo.hub.resolve import load_segmenter
     from sslzoo.metrics.segmentation import aji_plus
 
-    segmenter = load_segmenter(args.model)
+    segmenters = {"old": load_segmenter(args.model), "torch": load_segmenter(args.model)}
+    segmenters["new"] = load_segmenter(args.model)
+    chosen = segmenters["new"].use_runtime(args.runtime)
+    segmenter = segmenters["torch"]
     name, image, truth = load_input(args)
     body = png_bytes(image)
     load = os.getloadavg()
     print(
         f"model {args.model} | image {name} {image.shape[1]}x{image.shape[0]} | torch {torch.__version__}, "
         f"{args.threads} threads | CPU cores {os.cpu_count()} | load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f" | runtime of 'new': {chosen}"
     )
     results: dict[str, list[dict[str, float]]] = {c: [] for c in args.configs}
     outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for config in args.configs:  # warm-up (first-call allocations, lazy imports)
-        _, distance, labels = run_stages(segmenter, body, config)
+        _, distance, labels = run_stages(segmenters[config], body, config)
         outputs[config] = (distance, labels)
     for _ in range(args.repeat):
         for config in args.configs:
-            results[config].append(run_stages(segmenter, body, config)[0])
+            results[config].append(run_stages(segmenters[config], body, config)[0])
 
     rows = [*STAGES, "total", "network input Mpx"]
     header = f"{'stage':18}" + "".join(f"{c + ' s':>10}" for c in args.configs)
-    ratio = len(args.configs) == 2
+    others = [c for c in args.configs if c != "old"] if "old" in args.configs else []
     print(f"\nmedian of {args.repeat} runs, configurations interleaved")
-    print(header + (f"{'old/new':>9}" if ratio else ""))
+    print(header + "".join(f"{'old/' + c:>11}" for c in others))
     for row in rows:
-        values = [statistics.median(r[row] for r in results[c]) for c in args.configs]
-        line = f"{row:18}" + "".join(f"{v:>10.3f}" for v in values)
-        if ratio and values[1] > 0:
-            line += f"{values[0] / values[1]:>8.2f}x"
+        values = {c: statistics.median(r[row] for r in results[c]) for c in args.configs}
+        line = f"{row:18}" + "".join(f"{values[c]:>10.3f}" for c in args.configs)
+        line += "".join(f"{values['old'] / values[c]:>10.2f}x" if values[c] > 0 else f"{'':>11}" for c in others)
         print(line)
     end = os.getloadavg()
     print(f"load average after: {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
 
-    if ratio:
+    if "old" in outputs and "new" in outputs:
         (d_old, l_old), (d_new, l_new) = outputs["old"], outputs["new"]
         diff = np.abs(d_old - d_new)
         print(
@@ -323,6 +337,12 @@ def main() -> int:
         print(f"post-processing alone on the same map: identical labels {np.array_equal(same_map, l_new)}")
         if truth is not None:
             print(f"AJI+ against the ground truth: old {aji_plus(l_old, truth):.4f}, new {aji_plus(l_new, truth):.4f}")
+    if "torch" in outputs and "new" in outputs and chosen != "torch":
+        (d_torch, l_torch), (d_new, l_new) = outputs["torch"], outputs["new"]
+        print(
+            f"{chosen} vs torch: distance map max |diff| {np.abs(d_torch - d_new).max():.2e}; "
+            f"identical instances {np.array_equal(l_torch, l_new)}"
+        )
     if args.runtimes:
         runtimes(segmenter, image, args.repeat, args.compile)
     if args.seam:

@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=("png", "json", "geojson"), default="png", help="segmentation output (default png)"
     )
     predict.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    predict.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnxruntime"),
+        default=None,
+        help="where a segmenter's forward pass runs (default: $SSLZOO_RUNTIME, else auto = ONNX Runtime on a CPU, "
+        "torch on a GPU; outputs agree within 1e-5)",
+    )
     predict.set_defaults(handler=run_predict)
 
 
@@ -179,7 +186,7 @@ def run_predict(args: argparse.Namespace) -> int:
     kind = model_kind(args.model)
     name = Path(args.model).name if Path(args.model).is_dir() else args.model
     if kind == "segmenter":
-        service = SegmentationService.load(name, args.model, args.device)
+        service = SegmentationService.load(name, args.model, args.device, runtime=args.runtime)
         suffix = {"png": ".png", "json": ".json", "geojson": ".geojson"}[args.format]
     elif kind == "encoder":
         service = EmbeddingService.load(name, args.model, args.device)

@@ -15,6 +15,7 @@ call exactly these classes, so a test of this module covers what the server does
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from collections.abc import Callable, Mapping
@@ -188,11 +189,23 @@ class SegmentationService:
         self.limits = Limits.from_env(max_pixels)
 
     @classmethod
-    def load(cls, name: str, source: str | Path, device: str | None = None, max_pixels: int | None = None):
-        """The segmenter ``source`` names (:func:`sslzoo.hub.load_segmenter`) on :func:`select_device`'s device."""
+    def load(
+        cls,
+        name: str,
+        source: str | Path,
+        device: str | None = None,
+        max_pixels: int | None = None,
+        runtime: str | None = None,
+    ):
+        """The segmenter ``source`` names (:func:`sslzoo.hub.load_segmenter`) on :func:`select_device`'s device,
+        its forward pass on ``runtime`` (default ``$SSLZOO_RUNTIME``, else ``auto``: ONNX Runtime on a CPU,
+        :mod:`sslzoo.models.runtime`)."""
         from sslzoo.hub.resolve import load_segmenter
+        from sslzoo.models.runtime import RUNTIME_ENV
 
-        return cls(name, load_segmenter(source, device=select_device(device)), max_pixels)
+        segmenter = load_segmenter(source, device=select_device(device))
+        segmenter.use_runtime(runtime or os.environ.get(RUNTIME_ENV) or "auto")
+        return cls(name, segmenter, max_pixels)
 
     @property
     def task(self) -> str:
