@@ -25,7 +25,7 @@ from typing import Any
 from sslzoo.errors import ConfigError, DataError, TooLargeError
 from sslzoo.serving.decode import decode_image, decode_label_map, header_pixels
 from sslzoo.serving.limits import Limits, _env_number
-from sslzoo.serving.services import _short, read_archive_folders
+from sslzoo.serving.services import _natural_key, _short, check_pairs, read_archive_folders
 
 RANK = "rank"
 DEFAULT_RANK_MAX_IMAGES = 40
@@ -43,12 +43,6 @@ def _text(value: object, name: str) -> str:
         except UnicodeDecodeError as exc:
             raise DataError(f"field {name!r} is not UTF-8 text") from exc
     return str(value).strip()
-
-
-def _natural_key(text: str) -> tuple:
-    import re
-
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
 class RankService:
@@ -129,15 +123,7 @@ class RankService:
                 f"no masks: {len(images)} image(s) but no mask_<k> field (or masks/ folder); ranking needs the "
                 "ground truth of every image"
             )
-        missing_masks = sorted(set(images) - set(masks), key=_natural_key)
-        missing_images = sorted(set(masks) - set(images), key=_natural_key)
-        if missing_masks or missing_images:
-            parts = []
-            if missing_masks:
-                parts.append(f"no mask for image(s) {', '.join(_short(k, 40) for k in missing_masks[:5])}")
-            if missing_images:
-                parts.append(f"no image for mask(s) {', '.join(_short(k, 40) for k in missing_images[:5])}")
-            raise DataError("; ".join(parts) + " (send image_<k> and mask_<k> in pairs, matched by <k>)")
+        check_pairs(images, masks, "image", name_limit=40)
         if len(masks) > self.max_images:
             raise TooLargeError(
                 f"the request holds {len(masks)} labelled images; at most {self.max_images} are ranked per request "

@@ -277,6 +277,23 @@ def _natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
+def check_pairs(inputs: Mapping[str, Any], masks: Mapping[str, Any], role: str, name_limit: int | None = None) -> None:
+    """DataError naming (up to 5, each cut to ``name_limit`` characters) the keys without their other half."""
+
+    def names(keys: set[str]) -> str:
+        ordered = sorted(keys, key=_natural_key)[:5]
+        return ", ".join(_short(k, name_limit) if name_limit else k for k in ordered)
+
+    missing_masks, missing_inputs = set(inputs) - set(masks), set(masks) - set(inputs)
+    if missing_masks or missing_inputs:
+        parts = []
+        if missing_masks:
+            parts.append(f"no mask for {role}(s) {names(missing_masks)}")
+        if missing_inputs:
+            parts.append(f"no {role} for mask(s) {names(missing_inputs)}")
+        raise DataError("; ".join(parts) + f" (send {role}_<k> and mask_<k> in pairs, matched by <k>)")
+
+
 def _text(value: object, field: str) -> str:
     if isinstance(value, bytes | bytearray):
         try:
@@ -373,15 +390,7 @@ class EvaluationService:
             raise ConfigError("field 'task' is missing; send task=semantic or task=instance (or a 'model' field)")
         if not is_task(task):
             raise ConfigError(f"unknown task {_short(task)!r}; choose {' or '.join(TASKS)}")
-        missing_masks = sorted(set(inputs) - set(masks), key=_natural_key)
-        missing_inputs = sorted(set(masks) - set(inputs), key=_natural_key)
-        if missing_masks or missing_inputs:
-            parts = []
-            if missing_masks:
-                parts.append(f"no mask for {role}(s) {', '.join(missing_masks[:5])}")
-            if missing_inputs:
-                parts.append(f"no {role} for mask(s) {', '.join(missing_inputs[:5])}")
-            raise DataError("; ".join(parts) + f" (send {role}_<k> and mask_<k> in pairs, matched by <k>)")
+        check_pairs(inputs, masks, role)
         if not masks:
             raise DataError(
                 "nothing to evaluate: send prediction_<k> + mask_<k> fields (or image_<k> + mask_<k> with 'model'), "
