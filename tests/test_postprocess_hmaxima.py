@@ -1,4 +1,5 @@
-"""The fast h-maxima seeds (``postprocess.h_maxima_seeds``) against skimage's ``h_maxima``, the reference.
+"""The fast post-processing against skimage, the reference: ``postprocess.h_maxima_seeds`` against ``h_maxima``,
+``postprocess.seeded_watershed`` against ``skimage.segmentation.watershed``.
 
 ``distance_to_instances`` used ``skimage.morphology.h_maxima`` (a grey reconstruction of the whole image,
 ~85 % of the post-processing time) until issue 16; the reference below is that code, kept only here.
@@ -22,6 +23,7 @@ from sslzoo.models.postprocess import (
     distance_to_instances,
     h_maxima_seeds,
     remove_small_and_relabel,
+    seeded_watershed,
 )
 
 #: the ``nuclei`` default's post-processing
@@ -83,6 +85,33 @@ def test_no_seed_when_h_exceeds_the_range():
     field = np.linspace(0, 0.3, 100, dtype=np.float32).reshape(10, 10)
     assert not h_maxima_seeds(field, 0.5, field > 0.1, 0.1).any()
     assert distance_to_instances(field, NUCLEI.model_copy(update={"h": 0.5})).max() == 0
+
+
+def test_seeded_watershed_equals_skimage_on_random_fields():
+    """Plateaus (ties in the heap), components with 0, 1 and several seeds, seeds outside the mask, split seeds."""
+    rng = np.random.default_rng(13)
+    crowded = 0
+    for trial in range(80):
+        field = _field(rng, trial)
+        mask = field > float(rng.uniform(0.1, 0.5))
+        if trial % 4 == 2:
+            mask = ndi.binary_fill_holes(mask)
+        seeds, _ = ndi.label((field > float(rng.uniform(0.5, 0.9))) | (rng.random(field.shape) > 0.995))
+        if trial % 7 == 0:
+            seeds[seeds % 3 == 0] = 1  # one label on several separate seeds
+        expected = watershed(-field, seeds, mask=mask)
+        got = seeded_watershed(-field, seeds, mask)
+        assert got.dtype == np.int32
+        assert np.array_equal(got, expected), f"trial {trial}"
+        components, count = ndi.label(mask)
+        crowded += sum(len(np.unique(seeds[(components == k) & (seeds > 0)])) > 1 for k in range(1, count + 1))
+    assert crowded > 20  # the flooding branch ran, not only the one-seed shortcut
+
+
+def test_seeded_watershed_without_seeds_or_foreground_is_empty():
+    field = np.random.default_rng(0).random((12, 9)).astype(np.float32)
+    assert not seeded_watershed(-field, np.zeros(field.shape, np.int32), field > 0.5).any()
+    assert not seeded_watershed(-field, ndi.label(field > 0.7)[0], np.zeros(field.shape, bool)).any()
 
 
 def _monuseg(shared_data: Path) -> Path:

@@ -10,7 +10,9 @@ recovered by a seeded watershed on the negated, smoothed distance map:
    h-maxima of ``d``: regional maxima at least ``h`` above their surroundings, exactly
    ``skimage.morphology.h_maxima(d, h) & F`` but computed by :func:`h_maxima_seeds` from the
    foreground's regions of steepest ascent in ~1/10 of the time, issue 16);
-4. ``labels = watershed(-d, seeds, mask=F)``;
+4. ``labels = watershed(-d, seeds, mask=F)``, exactly, but computed by :func:`seeded_watershed` one
+   foreground component at a time (a component holding one seed is that seed's object without flooding;
+   2-4x faster on MoNuSeg, issue 16);
 5. objects smaller than ``min_size`` pixels are removed; ids are made contiguous 1..N.
 
 Options of the authors' post-processing (``DLIP/utils/post_processing/distmap2inst.py``):
@@ -79,13 +81,48 @@ def distance_to_instances(distance: np.ndarray, params: WatershedParams | None =
         seeds, _ = ndi.label(h_maxima_seeds(smooth, params.h, foreground, params.foreground_threshold))
     else:
         seeds, _ = ndi.label(smooth > max(params.seed_threshold, params.foreground_threshold))
-    labels = remove_small_and_relabel(watershed(-smooth, seeds, mask=foreground), params.min_size)
+    labels = remove_small_and_relabel(seeded_watershed(-smooth, seeds, foreground), params.min_size)
     if params.area_median_factors is not None and labels.max() > 0:
         areas = np.bincount(labels.ravel())[1:]
         lo, hi = params.area_median_factors
         median = float(np.median(areas))
         drop = np.flatnonzero((areas <= lo * median) | (areas >= hi * median)) + 1
         labels = remove_small_and_relabel(np.where(np.isin(labels, drop), 0, labels), 1)
+    return labels
+
+
+def seeded_watershed(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``skimage.segmentation.watershed(image, seeds, mask=mask)`` (4-connected), label for label.
+
+    The flood never crosses the background, so each 4-connected component of ``mask`` is flooded on its own:
+    a component without a seed stays 0, one whose seed pixels all carry one label becomes that label, and only
+    components with two or more labels are flooded, by skimage on their bounding box. The heap order inside a
+    component (value, then insertion order) does not depend on the other components, so ties break as in the
+    whole-image call. skimage has no per-component shortcut; this is ours (tests/test_postprocess_hmaxima.py
+    checks it against skimage on random fields with plateaus and on real distance maps).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    seeds = np.where(mask, seeds, 0).astype(np.int32, copy=False)
+    components, count = ndi.label(mask)
+    seeded = seeds > 0
+    if count == 0 or not seeded.any():
+        return np.zeros(mask.shape, np.int32)
+    base = int(seeds.max()) + 1
+    pairs = np.unique(components[seeded].astype(np.int64) * base + seeds[seeded])
+    owner, label = pairs // base, (pairs % base).astype(np.int32)
+    labels_per_component = np.bincount(owner, minlength=count + 1)
+    single = labels_per_component[owner] == 1
+    lookup = np.zeros(count + 1, np.int32)
+    lookup[owner[single]] = label[single]
+    labels = lookup[components]
+    crowded = np.flatnonzero(labels_per_component > 1)
+    if crowded.size:
+        boxes = ndi.find_objects(components)
+        for k in crowded:
+            box = boxes[k - 1]
+            inside = components[box] == k
+            flooded = watershed(image[box], np.where(inside, seeds[box], 0), mask=inside)
+            labels[box][inside] = flooded[inside]
     return labels
 
 
