@@ -85,8 +85,8 @@ ZooKind = Literal["encoder", "segmenter"]
 
 #: Served aliases of the embedded default models.
 ModelAlias = Literal["nuclei", "lesion", "embed"]
-#: Served names backed by no model: the evaluation (metric) service.
-ServiceAlias = Literal["evaluate"]
+#: Served names backed by no model of their own: the evaluation (metric) service and the encoder ranking.
+ServiceAlias = Literal["evaluate", "rank"]
 Alias = Literal[ModelAlias, ServiceAlias]
 
 METHODS: Final[tuple[Method, ...]] = get_args(Method)
@@ -129,6 +129,7 @@ ALIAS_INFO: Final[dict[str, AliasInfo]] = {
     "lesion": AliasInfo("segmenter", "semantic", "dermoscopy lesions, semantic segmentation"),
     "embed": AliasInfo("encoder", None, "encoder embeddings (global-average-pooled last stage)"),
     "evaluate": AliasInfo("service", None, "the evaluation service: scores label maps against masks; no model"),
+    "rank": AliasInfo("service", None, "the encoder ranking: which zoo encoder suits a few labelled images"),
 }
 #: Model alias -> kind of the zoo entry it serves.
 MODEL_ALIAS_KINDS: Final = cast(

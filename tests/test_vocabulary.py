@@ -49,7 +49,7 @@ def test_lists_follow_the_contract_and_their_literals() -> None:
     assert v.INITS == v.METHODS + v.BASELINES
     assert v.DATASET_KINDS == (*v.NAMED_DATASETS, "folder") == ("isic2017", "monuseg", "dsb2018", "folder")
     assert v.TASKS == ("semantic", "instance")
-    assert v.ALIASES == v.MODEL_ALIASES + v.SERVICE_ALIASES == ("nuclei", "lesion", "embed", "evaluate")
+    assert v.ALIASES == v.MODEL_ALIASES + v.SERVICE_ALIASES == ("nuclei", "lesion", "embed", "evaluate", "rank")
     pairs = [
         (v.Method, v.METHODS),
         (v.Baseline, v.BASELINES),
@@ -71,8 +71,19 @@ def test_dataset_tasks_and_aliases_say_what_they_are() -> None:
     assert set(v.ALIAS_INFO) == set(v.ALIASES)
     assert (v.ALIAS_INFO["nuclei"].kind, v.ALIAS_INFO["nuclei"].task) == ("segmenter", "instance")
     assert (v.ALIAS_INFO["lesion"].kind, v.ALIAS_INFO["lesion"].task) == ("segmenter", "semantic")
-    assert v.ALIAS_INFO["evaluate"].kind == "service"
+    assert v.ALIAS_INFO["evaluate"].kind == v.ALIAS_INFO["rank"].kind == "service"
     assert v.MODEL_ALIAS_KINDS == {"nuclei": "segmenter", "lesion": "segmenter", "embed": "encoder"}
+
+
+def test_served_services_are_the_service_aliases() -> None:
+    from sslzoo.hub.defaults import resolve_alias
+    from sslzoo.serving.modelstore import SERVICES, default_models
+
+    assert set(SERVICES) == set(v.SERVICE_ALIASES)
+    assert set(default_models()) == set(v.ALIASES)
+    for service in v.SERVICE_ALIASES:
+        with pytest.raises(ConfigError, match="is a service"):
+            resolve_alias(service)
 
 
 def test_vocabulary_imports_no_heavy_library() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sslzoo.errors import ConfigError, NotFoundError
 from sslzoo.hub.names import parse_name
-from sslzoo.vocabulary import SERVICE_ALIASES
+from sslzoo.vocabulary import ALIAS_INFO, SERVICE_ALIASES
 
 DEFAULTS_ENV = "SSLZOO_DEFAULTS_DIR"
 #: Where embedded defaults live inside the installed package.
@@ -40,7 +40,7 @@ def defaults_dir() -> Path:
 def resolve_alias(name: str) -> str:
     """The zoo entry behind a served alias; other names are returned unchanged."""
     if name in SERVICE_ALIASES:
-        raise ConfigError(f"{name!r} is the evaluation service, not a model; it needs no weights")
+        raise ConfigError(f"{name!r} is a service ({ALIAS_INFO[name].description}), not a model; it needs no weights")
     return ALIAS_TARGETS.get(name, name)
 
 
