@@ -174,3 +174,30 @@ def test_publish_pull_by_name_load_embed_and_predict(
         labels = segmenter.predict(image)
         assert labels.shape == (96, 96) and set(np.unique(labels).tolist()) <= {0, 1}
         assert any((tmp_path / "empty-cache").rglob("model.safetensors"))
+
+
+def test_refresh_cards_never_overwrites_an_embedded_defaults_card(tmp_path, monkeypatch):
+    """A zoo entry named like an embedded default (the CPU zoo's DenseCL probe is
+    ``densecl-resnet18-monuseg-instance``, the ``nuclei`` default) keeps its card in the zoo folder only."""
+    from types import SimpleNamespace
+
+    from sslzoo.hub.defaults import ALIAS_TARGETS
+    from sslzoo.zoo import build
+
+    default = ALIAS_TARGETS["nuclei"]
+    record = SimpleNamespace(name="densecl-resnet18-monuseg-x", segmenter=default)
+    for name in (record.name, default):
+        (tmp_path / "zoo" / name).mkdir(parents=True)
+        (tmp_path / "zoo" / name / "README.md").write_text(f"zoo card of {name}\n")
+    monkeypatch.setattr(build, "finished_entries", lambda out: [record])
+    monkeypatch.setattr(build, "reference_of", lambda records, record: None)
+    monkeypatch.setattr(build, "write_cards", lambda out, record, reference: None)
+    cards = tmp_path / "model_cards"
+    cards.mkdir()
+    (cards / f"{default}.md").write_text("the packaged default's card\n")
+
+    paths = build.refresh_cards(tmp_path / "zoo", cards_to=cards)
+
+    assert len(paths) == 2  # both zoo cards refreshed in the zoo folder
+    assert (cards / f"{record.name}.md").read_text() == "zoo card of densecl-resnet18-monuseg-x\n"
+    assert (cards / f"{default}.md").read_text() == "the packaged default's card\n"

@@ -476,7 +476,12 @@ def write_cards(out_dir: Path, record: EntryRecord, reference: EntryRecord | Non
 
 def refresh_cards(out_dir: str | Path, cards_to: str | Path | None = None) -> list[Path]:
     """Rewrite every finished entry's cards (gains need the reference, maybe built later or by another shard);
-    ``cards_to`` also receives a copy of each card as ``<entry>.md``. Returns the card paths."""
+    ``cards_to`` also receives a copy of each card as ``<entry>.md``, except for the names of the embedded
+    defaults (``sslzoo.hub.defaults.ALIAS_TARGETS``): their committed cards describe the packaged weights, which a
+    zoo entry of the same name (e.g. the CPU zoo's DenseCL probe) must not overwrite. Returns the card paths."""
+    from sslzoo.hub.defaults import ALIAS_TARGETS
+
+    embedded = set(ALIAS_TARGETS.values())
     out = Path(out_dir)
     records = finished_entries(out)
     paths = []
@@ -486,7 +491,7 @@ def refresh_cards(out_dir: str | Path, cards_to: str | Path | None = None) -> li
             card = out / name / "README.md" if name else None
             if card is not None and card.is_file():
                 paths.append(card)
-                if cards_to is not None:
+                if cards_to is not None and name not in embedded:
                     Path(cards_to).mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(card, Path(cards_to) / f"{name}.md")
     return paths
