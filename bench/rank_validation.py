@@ -146,8 +146,9 @@ def candidate_specs(out: Path) -> list[tuple[str, str]]:
     from sslzoo.downstream.rank import available_encoders
     from sslzoo.hub.zoo_folder import zoo_folder_entries
 
-    specs = [(c.name, c.spec) for c in available_encoders()]
-    names = {n for n, _ in specs}
+    candidates = available_encoders()
+    specs = [(c.name, c.spec) for c in candidates]
+    names = {c.name for c in candidates if c.source == "packaged"}  # a zoo-folder candidate is already itself
     for name, folder in zoo_folder_entries().items():
         if name in names and (folder / "config.json").is_file() and not (folder / "segmenter.json").exists():
             specs.append((f"{name}@zoo-folder", str(folder)))

@@ -217,3 +217,21 @@ def test_cli_packages_copies_the_card_and_zoo_list_shows_the_entry(
     assert main(["zoo", "list", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows[name]["where"] == "packaged" and rows[name]["metrics"] == {"aji": 0.41}
+
+
+def test_weights_beyond_float16_range_are_kept_in_float32(tmp_path: Path) -> None:
+    """A batch-norm running_var above 65504 (a Barlow Twins encoder after a few steps) must not become inf."""
+    encoder = create_encoder("resnet18")
+    encoder.layer4[1].bn2.running_var.fill_(1.0e6)
+    source = save_encoder(
+        encoder, tmp_path / "big", EncoderConfig(backbone="resnet18", method="barlowtwins", dataset="monuseg")
+    )
+    with pytest.warns(UserWarning, match=r"exceed float16's range \(e\.g\. layer4\.1\.bn2\.running_var\)"):
+        result = package(source, "barlowtwins-resnet18-monuseg", tmp_path / "zoo")
+    assert result.weights_dtype == "float32"
+    stored = load_file(str(result.folder / "model.safetensors"))
+    assert all(torch.isfinite(v.float()).all() for v in stored.values())
+    assert stored["layer4.1.bn2.running_var"].dtype == torch.float32
+    assert json.loads((result.folder / "config.json").read_text())["weights_dtype"] == "float32"
+    loaded, _ = load_encoder(result.folder)
+    assert float(loaded.layer4[1].bn2.running_var[0]) == 1.0e6

@@ -226,3 +226,24 @@ def test_recommendation_says_when_the_lead_is_clear_close_or_random():
     assert "are close" in close and "random init is close behind" in close
     worst = recommendation_text("semantic", [row("random", 1, a, "random"), row("b", 2, b)], {"random": a, "b": b})
     assert worst.endswith("no pretrained encoder beats random init on these images")
+
+
+def test_an_encoder_with_overflowed_weights_is_ranked_last_with_a_warning_instead_of_crashing(tmp_path):
+    """inf in a batch-norm buffer (float16 overflow) gives inf/NaN features: the ridge must not fail on them."""
+    import torch
+
+    from sslzoo.downstream.rank import RankSettings, rank_encoders
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
+
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet18")
+    encoder.layer3[0].bn1.running_var.fill_(float("inf"))
+    encoder.layer3[0].bn1.running_mean.fill_(float("inf"))
+    broken = save_encoder(
+        encoder, tmp_path / "broken-encoder", EncoderConfig(backbone="resnet18", method="random", dataset="none")
+    )
+    images, masks = blobs(8)
+    ranking = rank_encoders(images, masks, "instance", [str(broken), "random"], RankSettings(**QUICK, seed=0))
+    assert [r.encoder for r in ranking.ranking] == ["random", "broken-encoder"]
+    assert all(np.isfinite(r.score) for r in ranking.ranking)
+    assert any("non-finite features (inf/NaN) from broken-encoder (8/8 images)" in w for w in ranking.warnings)

@@ -80,6 +80,8 @@ DEFAULT_BACKBONE = "resnet18"
 #: Hypercolumns of held-out images kept (float16) between the fitting and the scoring pass; beyond it they are
 #: computed again (20 images of 360x360 px at 1024 channels: 330 MB).
 FEATURE_CACHE_BYTES = 512 * 1024**2
+#: Cached features whose magnitude reaches this stay float32 (float16 overflows at 65504).
+FLOAT16_SAFE = 6.0e4
 EPS = 1e-8
 
 
@@ -464,7 +466,11 @@ def _fit(stats: Sequence[_Stats], lambdas: Sequence[float]) -> tuple[np.ndarray,
     eye = np.eye(len(corr))
     weights, biases = [], []
     for lam in lambdas:
-        w = cho_solve(cho_factor(corr + lam * eye, check_finite=False), rhs, check_finite=False) * inv[:, None]
+        try:
+            w = cho_solve(cho_factor(corr + lam * eye, check_finite=False), rhs, check_finite=False)
+        except np.linalg.LinAlgError:  # numerically indefinite (huge, nearly collinear features): least squares
+            w = np.linalg.lstsq(corr + lam * eye, rhs, rcond=None)[0]
+        w = w * inv[:, None]
         weights.append(w)
         biases.append(mean_y - mean_x @ w)
     return np.stack(weights, axis=1), np.stack(biases)
@@ -492,6 +498,7 @@ class _EncoderResult:
     proxies: dict[str, list[float]]  # proxy -> per split, at its chosen lambda
     lambdas: dict[str, float]
     feature_dim: int
+    nonfinite_images: int = 0
 
 
 def score_encoder(
@@ -499,8 +506,9 @@ def score_encoder(
 ) -> _EncoderResult:
     """Every proxy of ``task`` for one encoder, per split (see the module docstring).
 
-    Features of the images some split holds out are kept (float16) for the scoring pass up to
-    :data:`FEATURE_CACHE_BYTES`; the others are computed again.
+    Features of the images some split holds out are kept (float16, float32 when they exceed its range) for the
+    scoring pass up to :data:`FEATURE_CACHE_BYTES`; the others are computed again. Non-finite features (a broken
+    encoder) are zeroed and counted in ``nonfinite_images``.
     """
     from sslzoo.data.resize import resize_map
     from sslzoo.metrics.segmentation import aji_plus, dice
@@ -509,14 +517,19 @@ def score_encoder(
     lambdas = list(settings.lambdas)
     held_out = np.any(np.stack(splits), axis=0)
     stats, shapes, cache, cached = [], [], {}, 0
+    nonfinite = 0
     for index, item in enumerate(items):
         features = hypercolumns(encoder, item.image, settings.seed)
+        if not np.isfinite(features).all():  # a broken encoder (overflowed weights): score what is left, and say so
+            nonfinite += 1
+            features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
         rng = np.random.default_rng([settings.seed, index])
         stats.append(_image_stats(features, _targets(item, task), settings.pixels_per_image, rng))
         shapes.append((math.ceil(item.labels.shape[0] / GRID_STRIDE), math.ceil(item.labels.shape[1] / GRID_STRIDE)))
-        if held_out[index] and cached + features.size * 2 <= FEATURE_CACHE_BYTES:
-            cache[index] = features.astype(np.float16)
-            cached += features.size * 2
+        compact = np.float16 if float(np.abs(features).max(initial=0.0)) < FLOAT16_SAFE else np.float32
+        if held_out[index] and cached + features.size * np.dtype(compact).itemsize <= FEATURE_CACHE_BYTES:
+            cache[index] = features.astype(compact)
+            cached += features.size * np.dtype(compact).itemsize
     dim = int(stats[0].sum_x.shape[0])
     fits = [_fit([s for s, test in zip(stats, mask, strict=True) if not test], lambdas) for mask in splits]
     # second pass: the read-outs of every split and strength on every image that split holds out
@@ -529,7 +542,7 @@ def score_encoder(
         if not held:
             continue
         features = cache.pop(index) if index in cache else hypercolumns(encoder, item.image, settings.seed)
-        x = features.astype(np.float32)
+        x = np.nan_to_num(features.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         height, width = item.labels.shape
         weights = np.concatenate([fits[r][0].reshape(dim, -1) for r in held], axis=1).astype(np.float32)
         biases = np.concatenate([fits[r][1].reshape(-1) for r in held]).astype(np.float32)
@@ -562,7 +575,7 @@ def score_encoder(
             ]
             aji_scores.append(float(np.mean(values)))
         proxy_scores["aji_plus"] = aji_scores
-    return _EncoderResult(proxy_scores, chosen, dim)
+    return _EncoderResult(proxy_scores, chosen, dim, nonfinite)
 
 
 # ---------------------------------------------------------------------------------------------- ranking
@@ -627,12 +640,15 @@ def rank_encoders(
     load = loader or load_candidate
     rows: list[dict[str, Any]] = []
     per_split: dict[str, list[float]] = {}
+    broken: list[str] = []
     for candidate in candidates:
         began = time.perf_counter()
         if progress is not None:
             progress(f"ranking {candidate.name} ...")
         encoder = load(candidate, backbone, settings.seed)
         result = score_encoder(encoder, items, task, settings, splits)
+        if result.nonfinite_images:
+            broken.append(f"{candidate.name} ({result.nonfinite_images}/{len(items)} images)")
         scores = result.proxies[proxy]
         per_split[candidate.name] = scores
         rows.append(
@@ -654,6 +670,11 @@ def rank_encoders(
     rows.sort(key=lambda row: (-row["score"], row["encoder"]))
     ranking = [EncoderScore(rank=i + 1, **row) for i, row in enumerate(rows)]
     warnings = []
+    if broken:
+        warnings.append(
+            f"non-finite features (inf/NaN) from {', '.join(broken)}: the encoder's weights are broken (e.g. "
+            "overflowed when stored in float16); its score counts those values as 0, so do not use it"
+        )
     if len(items) < FEW_IMAGES:
         warnings.append(
             f"only {len(items)} labelled images: each split holds out {int(splits[0].sum())}; the spread is large and "

@@ -81,18 +81,37 @@ def check_entry_name(name: str, config: EncoderConfig | SegmenterConfig) -> ZooN
     return parsed
 
 
-def convert_weights(source: Path, target: Path, dtype: WeightsDtype) -> None:
-    """Copy a safetensors file with its floating-point tensors cast to ``dtype`` (others and metadata kept)."""
+def convert_weights(source: Path, target: Path, dtype: WeightsDtype) -> WeightsDtype:
+    """Copy a safetensors file with its floating-point tensors cast to ``dtype`` (others and metadata kept).
+
+    Returns the dtype actually stored: when the cast would turn a finite value into ``inf`` (e.g. a batch-norm
+    ``running_var`` above float16's 65504, which an encoder with large activations reaches) the file is kept in
+    float32 instead, with a warning, because one overflowed buffer silently breaks every prediction.
+    """
+    import warnings
+
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     with safe_open(str(source), framework="pt") as f:
         metadata = f.metadata()
+    state = load_file(str(source))
     torch_dtype = getattr(torch, dtype)
-    state = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+    limit = torch.finfo(torch_dtype).max
+    overflow = [
+        k for k, v in state.items() if v.is_floating_point() and bool((v[torch.isfinite(v)].abs() > limit).any())
+    ]
+    if overflow:
+        warnings.warn(
+            f"{source}: {len(overflow)} tensor(s) exceed {dtype}'s range (e.g. {overflow[0]}); stored as float32",
+            stacklevel=2,
+        )
+        dtype, torch_dtype = "float32", torch.float32
+    state = {k: v.to(torch_dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(target), metadata=metadata)
     target.chmod(0o644)  # safetensors writes 0600: package data must be readable by every user (e.g. in Docker)
+    return dtype
 
 
 def _target_folder(out: Path, name: str, source: Path) -> Path:
@@ -146,7 +165,7 @@ def package(
         evaluation = load_evaluation(source / EVALUATION_FILE)
 
     target = _target_folder(Path(out), parsed.name, source)
-    convert_weights(source / WEIGHTS_FILE, target / WEIGHTS_FILE, dtype)
+    dtype = convert_weights(source / WEIGHTS_FILE, target / WEIGHTS_FILE, dtype)
     packaged = config.model_copy(update={"weights_dtype": dtype})
     config_file = SEGMENTER_FILE if parsed.kind == "segmenter" else CONFIG_FILE
     (target / config_file).write_text(packaged.model_dump_json(indent=2) + "\n")
