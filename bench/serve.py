@@ -252,6 +252,9 @@ def main() -> int:
     parser.add_argument("--token-expiration-min", type=int, default=None, help="TorchServe token expiry to set")
     parser.add_argument("--no-in-process", action="store_true", help="skip the in-process timings")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the interleaved overhead measurement")
+    parser.add_argument(
+        "--warmup", type=int, default=30, help="untimed requests per path before timing (a fifth for the large image)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
@@ -281,9 +284,13 @@ def main() -> int:
         engine = f"http://127.0.0.1:{engine_port}/predictions/bench"
         for index, (label, body) in enumerate(images.items()):
             n = args.requests if index == 0 else args.large_requests
-            run_clients(url, key, body, 1, 1)  # warm-up
+            # steady state, not a fresh server's first requests (TorchServe's JVM compiles its hot paths early on)
+            warm = max(1, args.warmup if index == 0 else args.warmup // 5)
+            run_clients(url, key, body, 1, warm)
+            run_clients(engine, key, body, 1, warm)
             if service is not None:
-                service.segment_bytes(body, "png")  # warm-up
+                for _ in range(warm):
+                    service.segment_bytes(body, "png")
                 for round_ in range(1, args.rounds + 1):
                     overhead.append((label, round_, interleaved(service, [url, engine], key, body, n)))
             for clients in args.clients:
