@@ -252,9 +252,9 @@ def proxy(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    folder = out / f"proxy-{args.budget}-seed{args.seed}"
+    folder = proxy_folder(out, args.budget, args.seed, args.first_stage)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = RankSettings.from_budget(args.budget, seed=args.seed, backbone="resnet18")
+    settings = RankSettings.from_budget(args.budget, seed=args.seed, backbone="resnet18", first_stage=args.first_stage)
     for name, spec in candidate_specs(out):
         target = folder / f"{name}.json"
         if target.is_file() and not args.force:
@@ -268,8 +268,13 @@ def proxy(args: argparse.Namespace) -> None:
         _log(f"{name}: {row['proxies']} ({row['wall_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
 
 
-def load_proxy(out: Path, budget: str, seed: int) -> list[dict]:
-    folder = out / f"proxy-{budget}-seed{seed}"
+def proxy_folder(out: Path, budget: str, seed: int, first_stage: int = 0) -> Path:
+    """``OUT/proxy-<budget>[-stages<k>]-seed<seed>``: one cached proxy JSON per encoder."""
+    return out / f"proxy-{budget}{f'-stages{first_stage}' if first_stage else ''}-seed{seed}"
+
+
+def load_proxy(out: Path, budget: str, seed: int, first_stage: int = 0) -> list[dict]:
+    folder = proxy_folder(out, budget, seed, first_stage)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
@@ -322,7 +327,7 @@ def spearman_ci(x: list[float], y: list[float], draws: int = 2000, seed: int = 0
 
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    rows_all = load_proxy(out, args.budget, args.seed)
+    rows_all = load_proxy(out, args.budget, args.seed, args.first_stage)
     lines = []
     for mode in sorted(p.name for p in (out / "gt").glob("*")):
         gt = load_groundtruth(out, mode)
@@ -367,7 +372,7 @@ def report(args: argparse.Namespace) -> None:
     from scipy.stats import spearmanr
 
     for folder in sorted(out.glob("proxy-*-seed*")):
-        if folder.name == f"proxy-{args.budget}-seed{args.seed}":
+        if folder == proxy_folder(out, args.budget, args.seed, args.first_stage):
             continue
         other = {r["encoder"]: r for r in (json.loads(p.read_text()) for p in folder.glob("*.json"))}
         common = [r for r in rows_all if r["encoder"] in other]
@@ -490,6 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--budget", default="standard")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=2)
+        q.add_argument(
+            "--first-stage", type=int, default=0, help="proxy/report: read out only the stages after the first K"
+        )
         q.set_defaults(func=func)
     c = sub.add_parser("compare-rest")
     c.add_argument("--budget", default="standard")

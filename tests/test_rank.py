@@ -101,6 +101,9 @@ def test_hypercolumns_stack_every_stage_on_the_stride_4_grid(zeroed_encoder):
     features = hypercolumns(encoder, np.zeros((50, 70, 3), np.uint8))
     assert features.shape == (64 + 64 + 128 + 256 + 512, 13 * 18)
     assert np.isfinite(features).all()
+    deep = hypercolumns(encoder, np.zeros((50, 70, 3), np.uint8), first_stage=3)  # layer3 + layer4 only
+    assert deep.shape == (256 + 512, 13 * 18)
+    np.testing.assert_array_equal(deep, features[64 + 64 + 128 :])
 
 
 def test_ranking_is_deterministic_under_a_seed_and_ranks_an_informative_encoder_first(zeroed_encoder):

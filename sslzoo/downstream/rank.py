@@ -95,6 +95,9 @@ class RankSettings(BaseModel):
     seed: int = 0
     lambdas: tuple[float, ...] = LAMBDAS
     backbone: str | None = Field(None, description="backbone of the random/imagenet baselines (None: the majority)")
+    first_stage: int = Field(
+        0, ge=0, le=4, description="experimental: skip the first N encoder stages (0: all, 3: layer3-4 of a ResNet)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RankSettings:
@@ -287,9 +290,10 @@ def _projection(channels: int, keep: int, seed: int) -> torch.Tensor:
     return q.to(torch.float32)
 
 
-def hypercolumns(encoder: LoadedEncoder, image: np.ndarray, seed: int = 0) -> np.ndarray:
+def hypercolumns(encoder: LoadedEncoder, image: np.ndarray, seed: int = 0, first_stage: int = 0) -> np.ndarray:
     """``(C, h * w)`` float32 hypercolumns of an RGB ``uint8`` image on the stride-:data:`GRID_STRIDE` grid,
-    ``h = ceil(H / 4)``, ``w = ceil(W / 4)`` (row-major cells)."""
+    ``h = ceil(H / 4)``, ``w = ceil(W / 4)`` (row-major cells), from the encoder's stages after the first
+    ``first_stage`` ones."""
     import torch
     from torch.nn import functional as F
 
@@ -306,7 +310,7 @@ def hypercolumns(encoder: LoadedEncoder, image: np.ndarray, seed: int = 0) -> np
     device = next(encoder.module.parameters()).device
     with torch.no_grad():
         stages = encoder.module(tensor.to(device))
-        stages = list(stages[1:]) if isinstance(stages, list | tuple) else [stages]
+        stages = list(stages[1 + first_stage :]) if isinstance(stages, list | tuple) else [stages]
         parts = []
         for stage in stages:
             stage = stage.float().cpu()
@@ -519,7 +523,7 @@ def score_encoder(
     stats, shapes, cache, cached = [], [], {}, 0
     nonfinite = 0
     for index, item in enumerate(items):
-        features = hypercolumns(encoder, item.image, settings.seed)
+        features = hypercolumns(encoder, item.image, settings.seed, settings.first_stage)
         if not np.isfinite(features).all():  # a broken encoder (overflowed weights): score what is left, and say so
             nonfinite += 1
             features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
@@ -541,7 +545,11 @@ def score_encoder(
         held = [r for r, mask in enumerate(splits) if mask[index]]
         if not held:
             continue
-        features = cache.pop(index) if index in cache else hypercolumns(encoder, item.image, settings.seed)
+        features = (
+            cache.pop(index)
+            if index in cache
+            else hypercolumns(encoder, item.image, settings.seed, settings.first_stage)
+        )
         x = np.nan_to_num(features.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         height, width = item.labels.shape
         weights = np.concatenate([fits[r][0].reshape(dim, -1) for r in held], axis=1).astype(np.float32)
