@@ -521,19 +521,27 @@ def score_encoder(
     lambdas = list(settings.lambdas)
     held_out = np.any(np.stack(splits), axis=0)
     stats, shapes, cache, cached = [], [], {}, 0
+
+    def features_of(item: LabelledImage) -> tuple[np.ndarray, float]:
+        """The image's hypercolumns with non-finite values zeroed (a broken encoder, e.g. overflowed weights:
+        score what is left, and say so), and their largest magnitude before that (``inf``/``nan`` if any)."""
+        features = hypercolumns(encoder, item.image, settings.seed, settings.first_stage)
+        peak = float(np.abs(features).max(initial=0.0))
+        if not math.isfinite(peak):
+            features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+        return features, peak
+
     nonfinite = 0
     for index, item in enumerate(items):
-        features = hypercolumns(encoder, item.image, settings.seed, settings.first_stage)
-        if not np.isfinite(features).all():  # a broken encoder (overflowed weights): score what is left, and say so
-            nonfinite += 1
-            features = np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+        features, peak = features_of(item)
+        nonfinite += not math.isfinite(peak)
         rng = np.random.default_rng([settings.seed, index])
         stats.append(_image_stats(features, _targets(item, task), settings.pixels_per_image, rng))
         shapes.append((math.ceil(item.labels.shape[0] / GRID_STRIDE), math.ceil(item.labels.shape[1] / GRID_STRIDE)))
-        compact = np.float16 if float(np.abs(features).max(initial=0.0)) < FLOAT16_SAFE else np.float32
-        if held_out[index] and cached + features.size * np.dtype(compact).itemsize <= FEATURE_CACHE_BYTES:
+        compact = np.dtype(np.float16 if peak < FLOAT16_SAFE else np.float32)  # zeroed non-finite: float32 too
+        if held_out[index] and cached + features.size * compact.itemsize <= FEATURE_CACHE_BYTES:
             cache[index] = features.astype(compact)
-            cached += features.size * np.dtype(compact).itemsize
+            cached += features.size * compact.itemsize
     dim = int(stats[0].sum_x.shape[0])
     fits = [_fit([s for s, test in zip(stats, mask, strict=True) if not test], lambdas) for mask in splits]
     # second pass: the read-outs of every split and strength on every image that split holds out
@@ -545,12 +553,7 @@ def score_encoder(
         held = [r for r, mask in enumerate(splits) if mask[index]]
         if not held:
             continue
-        features = (
-            cache.pop(index)
-            if index in cache
-            else hypercolumns(encoder, item.image, settings.seed, settings.first_stage)
-        )
-        x = np.nan_to_num(features.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        x = (cache.pop(index) if index in cache else features_of(item)[0]).astype(np.float32)
         height, width = item.labels.shape
         weights = np.concatenate([fits[r][0].reshape(dim, -1) for r in held], axis=1).astype(np.float32)
         biases = np.concatenate([fits[r][1].reshape(-1) for r in held]).astype(np.float32)
