@@ -6,8 +6,9 @@ authenticating front (``front``) and, on loopback, straight to TorchServe behind
 so the difference of the two p50s is the latency the front adds; per level the
 script reports p50 / p95 latency and throughput (requests per second). In the same run the
 in-process path (``SegmentationService.segment_bytes``, the code ``sslzoo predict`` runs per image:
-decode → U-Net → watershed → PNG) is timed on the same bytes, interleaved request by request with
-one front and one engine request (rotating the order), ``--rounds`` times: the overhead table gives
+decode → U-Net → watershed → PNG) is timed on the same bytes, interleaved with
+one front and one engine request in blocks of ``--block`` calls per path (rotating the order; each block
+after one untimed call, see ``interleaved``), ``--rounds`` times: the overhead table gives
 per round the p50 of each path and the ratios front / in-process and engine / in-process, so a ratio
 holds under the same machine load (the server's worker idles while the in-process call runs).
 
@@ -40,6 +41,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,28 +108,48 @@ def run_clients(url: str, key: str, body: bytes, clients: int, requests: int) ->
     import httpx
 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png", "Accept": "image/png"}
+    # one keep-alive connection per client thread, opened before timing: a client's steady state
+    # (httpx.post would build a client, SSL context included, and a connection per request: ~25 ms)
+    local = threading.local()
+    opened: list = []
 
     def one(_: int) -> tuple[float, bool]:
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(timeout=600)
+            opened.append(local.http)
         start = time.perf_counter()
-        response = httpx.post(url, content=body, headers=headers, timeout=600)
+        response = local.http.post(url, content=body, headers=headers)
         return time.perf_counter() - start, response.status_code == 200
 
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - start
+    for http in opened:
+        http.close()
     return [r[0] for r in results], wall, sum(not ok for _, ok in results)
 
 
-def interleaved(service, urls: list[str], key: str, body: bytes, n: int) -> list[list[float]]:
-    """``n`` rounds of one in-process call and one request per URL, the order rotating; latencies (s) per path."""
+def interleaved(
+    service, urls: list[str], key: str, body: bytes, n: int, block: int = 4
+) -> tuple[list[list[float]], list[list[float]]]:
+    """``n`` timed calls per path (in process, then each URL) in blocks of ``block``, the block order rotating.
+
+    Each block starts with one untimed *transition* call: the first call after the in-process one pays
+    for the bench process's inference threads still winding down on the shared cores (measured: the
+    HTTP call right after an in-process call is 10-15 ms slower at 256^2, the one after another HTTP call
+    is not), which is an artefact of timing both paths in one process, not a cost a client sees.
+    Returns (latencies per path, transition latencies per path), in seconds.
+    """
     import httpx
 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "image/png", "Accept": "image/png"}
-    latencies: list[list[float]] = [[] for _ in range(1 + len(urls))]
+    paths = 1 + len(urls)
+    latencies: list[list[float]] = [[] for _ in range(paths)]
+    transitions: list[list[float]] = [[] for _ in range(paths)]
     with httpx.Client(timeout=600) as http:
 
-        def call(path: int) -> None:
+        def call(path: int) -> float:
             start = time.perf_counter()
             if path == 0:
                 service.segment_bytes(body, "png")
@@ -135,12 +157,15 @@ def interleaved(service, urls: list[str], key: str, body: bytes, n: int) -> list
                 response = http.post(urls[path - 1], content=body, headers=headers)
                 if response.status_code != 200:
                     raise SystemExit(f"{urls[path - 1]} answered {response.status_code}: {response.text[:300]}")
-            latencies[path].append(time.perf_counter() - start)
+            return time.perf_counter() - start
 
-        for i in range(n):
-            for k in range(len(latencies)):
-                call((i + k) % len(latencies))
-    return latencies
+        for i in range(-(-n // block)):
+            for k in range(paths):
+                path = (i + k) % paths
+                transitions[path].append(call(path))
+                for _ in range(min(block, n - i * block)):
+                    latencies[path].append(call(path))
+    return latencies, transitions
 
 
 BAD_BODIES = (b"garbage", b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")  # not an image, empty, truncated
@@ -166,7 +191,6 @@ def worker_rss_mb(server_pid: int) -> float:
 
 def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clients: int = 4) -> list[tuple]:
     """Requests for ``seconds`` from ``clients`` threads (1 in 5 bad); rows every 10 s: (t, n, 2xx, 4xx, 5xx, MB)."""
-    import threading
 
     import httpx
 
@@ -255,6 +279,9 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=int, default=30, help="untimed requests per path before timing (a fifth for the large image)"
     )
+    parser.add_argument(
+        "--block", type=int, default=4, help="timed calls per path in a row (after 1 untimed) in the overhead table"
+    )
     args = parser.parse_args()
     if args.quick:
         args.backbone, args.requests, args.large_requests = "resnet18", 8, 4
@@ -274,7 +301,7 @@ def main() -> int:
 
     service = None if args.no_in_process else SegmentationService.load("bench", model)
     rows = []
-    overhead: list[tuple[str, int, list[list[float]]]] = []
+    overhead: list[tuple[str, int, list[list[float]], list[list[float]]]] = []
 
     workdir = root / "work"
     process, port, engine_port = start_server(model, workdir, args.workers, args.threads, args.token_expiration_min)
@@ -292,7 +319,8 @@ def main() -> int:
                 for _ in range(warm):
                     service.segment_bytes(body, "png")
                 for round_ in range(1, args.rounds + 1):
-                    overhead.append((label, round_, interleaved(service, [url, engine], key, body, n)))
+                    timed, switched = interleaved(service, [url, engine], key, body, n, args.block)
+                    overhead.append((label, round_, timed, switched))
             for clients in args.clients:
                 # alternate front / engine per level, so both see the same machine load
                 for path, target in (("front (sslzoo serve)", url), ("engine (TorchServe direct)", engine)):
@@ -316,15 +344,22 @@ def main() -> int:
         )
         print(f"{'image':22} {'round':>5} {'n':>4} {'in-process p50':>15} {'front p50':>10} {'engine p50':>11} "
               f"{'front/in-proc':>14} {'engine/in-proc':>15} {'paired front/in-proc':>21}")  # fmt: skip
-        for label, round_, (inproc, front, direct) in overhead:
+        for label, round_, (inproc, front, direct), _ in overhead:
             base = statistics.median(inproc)
-            # each request's ratio to the in-process call next to it: robust to load that drifts within a round
+            # each request's ratio to the in-process call at the same place in its block: robust to drifting load
             paired = statistics.median(f / i for f, i in zip(front, inproc, strict=True))
             print(
                 f"{label:22} {round_:>5} {len(inproc):>4} {1000 * base:>13.0f}ms"
                 f" {1000 * statistics.median(front):>8.0f}ms"
                 f" {1000 * statistics.median(direct):>9.0f}ms {statistics.median(front) / base:>13.3f}x"
                 f" {statistics.median(direct) / base:>14.3f}x {paired:>20.3f}x"
+            )
+        print("untimed first call of each block (p50 over all rounds; after a switch of path):")
+        for label in dict.fromkeys(row[0] for row in overhead):
+            firsts = [sum((row[3][k] for row in overhead if row[0] == label), []) for k in range(3)]
+            print(
+                f"  {label:22} in-process {1000 * statistics.median(firsts[0]):.0f}ms"
+                f" front {1000 * statistics.median(firsts[1]):.0f}ms engine {1000 * statistics.median(firsts[2]):.0f}ms"
             )
     if soak_rows:
         first = next(iter(images))
