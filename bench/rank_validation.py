@@ -58,6 +58,9 @@ def prepare(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    if args.dataset == "monuseg":
+        prepare_monuseg(args)
+        return
     out = Path(args.out) / "data"
     rows = list(csv.DictReader((Path(args.data) / "train_manifest.csv").open()))
     small = sorted(r["id"] for r in rows if max(int(r["height"]), int(r["width"])) <= args.max_side)
@@ -78,6 +81,46 @@ def prepare(args: argparse.Namespace) -> None:
         extract_segmenter_encoders(Path(args.out) / "encoders")
     if args.synthetic:
         make_synthetic_encoders(Path(args.out))
+
+
+def prepare_monuseg(args: argparse.Namespace) -> None:
+    """The held-out MoNuSeg validation: crops of the 6 images the CPU zoo never pretrained or probed on.
+
+    The 6 images of the zoo's hold-out rule (``sslzoo.zoo.probe.heldout_split``) are split 3 / 3 by a seeded draw,
+    so no image gives both labelled and scoring crops. Each is cut into a 4 x 4 grid of ``--crop`` px crops; a
+    seeded ``--n-train`` crops of the first three are the labelled images, ``--n-test`` crops of the other three
+    the scoring set. Crops are written as PNG (16-bit instance masks, relabelled 1..N), not linked.
+    """
+    import numpy as np
+    from PIL import Image
+    from skimage.segmentation import relabel_sequential
+
+    from sslzoo.data.datasets import open_dataset
+    from sslzoo.zoo.probe import heldout_split
+
+    samples = heldout_split(open_dataset(args.data, "monuseg"), None).eval
+    rng = np.random.default_rng(args.seed)
+    order = [samples[i] for i in rng.permutation(len(samples))]
+    half = len(order) // 2
+    out = Path(args.out) / "data"
+    for split, group, count in (("train", order[:half], args.n_train), ("test", order[half:], args.n_test)):
+        crops = []
+        for sample in group:
+            image = np.asarray(Image.open(sample.image).convert("RGB"))
+            mask = np.asarray(Image.open(sample.mask))
+            step = min(image.shape[:2]) // 4
+            for y in range(4):
+                for x in range(4):
+                    window = (slice(y * step, y * step + args.crop), slice(x * step, x * step + args.crop))
+                    crops.append((f"{sample.id}-y{y}x{x}", image[window], mask[window]))
+        for index in sorted(rng.permutation(len(crops))[:count].tolist()):
+            name, image, mask = crops[index]
+            for sub in ("images", "masks"):
+                (out / split / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(out / split / "images" / f"{name}.png")
+            labels = relabel_sequential(mask.astype(np.int32))[0].astype(np.uint16)
+            Image.fromarray(labels).save(out / split / "masks" / f"{name}.png")
+        _log(f"{out / split}: {count} crops of {args.crop} px from {', '.join(s.id for s in group)}")
 
 
 def extract_segmenter_encoders(out: Path) -> None:
@@ -474,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--dataset", choices=["dsb2018", "monuseg"], default="dsb2018", help="monuseg: held-out crops")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (monuseg: its folder)")
+    p.add_argument("--crop", type=int, default=250, help="monuseg: crop size (px)")
     p.add_argument("--n-train", type=int, default=20)
     p.add_argument("--n-test", type=int, default=24)
     p.add_argument("--max-side", type=int, default=360)
