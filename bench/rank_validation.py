@@ -368,6 +368,25 @@ def spearman_ci(x: list[float], y: list[float], draws: int = 2000, seed: int = 0
     return rho, float(lo), float(hi)
 
 
+def noise_ceiling(single_seed_rho: float, seeds: int) -> tuple[float, float]:
+    """(reliability, ceiling) of a ``seeds``-seed mean ranking whose single seeds agree at ``single_seed_rho``.
+
+    Spearman-Brown: reliability R = k r / (1 + (k - 1) r); a perfect proxy correlates with the noisy mean at about
+    sqrt(R) (the attenuation bound), so a target rho above sqrt(R) cannot be shown with this ground truth.
+    """
+    r = max(single_seed_rho, 0.0)
+    reliability = seeds * r / (1 + (seeds - 1) * r)
+    return reliability, reliability**0.5
+
+
+def noise_ceiling_text(single_seed_rho: float, seeds: int) -> str:
+    reliability, ceiling = noise_ceiling(single_seed_rho, seeds)
+    return (
+        f"Spearman-Brown reliability of the {seeds}-seed mean {reliability:.2f}: a perfect proxy would reach "
+        f"rho ~ {ceiling:.2f}"
+    )
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows_all = load_proxy(out, args.budget, args.seed, args.first_stage)
@@ -399,9 +418,10 @@ def report(args: argparse.Namespace) -> None:
                 ).statistic
                 for a, b in combinations(SEEDS, 2)
             ]
+            mean = sum(pairs) / len(pairs)
             lines.append(
                 f"\nground-truth self-consistency ({metric}): Spearman between single-seed rankings "
-                f"{', '.join(f'{p:.2f}' for p in pairs)} (mean {sum(pairs) / len(pairs):.2f})"
+                f"{', '.join(f'{p:.2f}' for p in pairs)} (mean {mean:.2f}); {noise_ceiling_text(mean, len(SEEDS))}"
             )
         lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI | p (two-sided) |\n|---|---|---|---|---|")
         for proxy_name in rows[0]["proxies"]:
