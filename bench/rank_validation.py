@@ -46,6 +46,8 @@ if not DEFAULT_DATA.is_dir():
     DEFAULT_DATA = Path("/work/shared/data/dsb2018")
 DEFAULT_OUT = REPO / "runs" / "rank-validation"
 SEEDS = (0, 1, 2)
+#: suffix of a zoo-folder entry whose name a packaged encoder shadows (validated as a candidate of its own)
+ZOO_TWIN = "@zoo-folder"
 
 
 def _log(message: str) -> None:
@@ -194,7 +196,7 @@ def candidate_specs(out: Path) -> list[tuple[str, str]]:
     names = {c.name for c in candidates if c.source == "packaged"}  # a zoo-folder candidate is already itself
     for name, folder in zoo_folder_entries().items():
         if name in names and (folder / "config.json").is_file() and not (folder / "segmenter.json").exists():
-            specs.append((f"{name}@zoo-folder", str(folder)))
+            specs.append((f"{name}{ZOO_TWIN}", str(folder)))
     for folder in sorted((out / "encoders").glob("*")):
         if (folder / "model.safetensors").is_file():
             specs.append((folder.name, str(folder)))
@@ -332,7 +334,7 @@ def timing(args: argparse.Namespace) -> None:
     out = Path(args.out)
     load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
     # the zoo-folder twin of a packaged name is left out: a user cannot name both (their names clash)
-    specs = [spec for name, spec in candidate_specs(out) if not name.endswith("@zoo-folder")]
+    specs = [spec for name, spec in candidate_specs(out) if not name.endswith(ZOO_TWIN)]
     ranking = rank_folder(out / "data" / "train", "instance", specs, RankSettings.from_budget(args.budget))
     wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
     record = {
