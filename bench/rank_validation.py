@@ -240,7 +240,7 @@ def groundtruth(args: argparse.Namespace) -> None:
         if args.only:
             todo = [(n, s) for n, s in todo if n in args.only]
         for name, spec in todo:
-            for seed in SEEDS:
+            for seed in args.seeds or SEEDS:
                 if deadline is not None and dt.datetime.now(dt.UTC) > deadline:
                     _log("deadline reached; stopping")
                     return
@@ -264,12 +264,15 @@ def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
     table = {}
     root = out / "gt" / mode
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
-        results = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*/result.json"))]
+        results = [json.loads((folder / f"seed{k}" / "result.json").read_text()) for k in SEEDS
+                   if (folder / f"seed{k}" / "result.json").is_file()]  # fmt: skip
         if len(results) < len(SEEDS):
             continue
         aji = [r["scores"]["aji_plus"] for r in results]
         per_seed = {
-            int(p.parent.name[4:]): json.loads(p.read_text())["scores"] for p in folder.glob("seed*/result.json")
+            int(p.parent.name[4:]): json.loads(p.read_text())["scores"]
+            for p in folder.glob("seed*/result.json")
+            if int(p.parent.name[4:]) in SEEDS
         }
         dice = [r["scores"]["dice"] for r in results]
         table[folder.name] = {
@@ -389,6 +392,33 @@ def noise_ceiling_text(single_seed_rho: float, seeds: int) -> str:
     )
 
 
+def short_finetune_lines(out: Path) -> list[str]:
+    """A short fine-tuning run as the proxy: runs of seeds outside SEEDS (``groundtruth --steps K --seeds 3``; no
+    seed shared with the ground truth) against every 3-seed ground truth, as Spearman rho with its CI."""
+    import numpy as np
+
+    lines = []
+    truths = {p.name: load_groundtruth(out, p.name) for p in sorted((out / "gt").glob("*"))}
+    for mode_dir in sorted((out / "gt").glob("*")):
+        runs: dict[str, list[float]] = {}
+        for result in mode_dir.glob("*/seed*/result.json"):
+            if int(result.parent.name[4:]) not in SEEDS:
+                runs.setdefault(result.parent.parent.name, []).append(
+                    json.loads(result.read_text())["scores"]["aji_plus"]
+                )
+        for truth_mode, truth in truths.items():
+            names = sorted(n for n in runs if n in truth)
+            if len(names) < 3:
+                continue
+            rho, lo, hi = spearman_ci([float(np.mean(runs[n])) for n in names], [truth[n]["aji_plus"] for n in names])
+            lines.append(
+                f"short fine-tune as proxy: AJI+ of {mode_dir.name} (seeds outside 0-2) vs the {truth_mode} "
+                f"ground truth: "
+                f"Spearman {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(names)} encoders"
+            )
+    return lines
+
+
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows_all = load_proxy(out, args.budget, args.seed, args.first_stage)
@@ -436,6 +466,7 @@ def report(args: argparse.Namespace) -> None:
                 )
     from scipy.stats import spearmanr
 
+    lines += short_finetune_lines(out)
     for folder in sorted(out.glob("proxy-*-seed*")):
         if folder == proxy_folder(out, args.budget, args.seed, args.first_stage):
             continue
@@ -555,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--threads", type=int, default=1)
     g.add_argument("--watch-until", default=None, metavar="HH:MM", help="UTC; keep picking up new zoo entries")
     g.add_argument("--only", nargs="*", default=None)
+    g.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help="seeds (default 0 1 2); others than 0-2: a short-run proxy"
+    )
     g.set_defaults(func=groundtruth)
     for name, func in (("proxy", proxy), ("report", report), ("timing", timing)):
         q = sub.add_parser(name)
