@@ -264,20 +264,18 @@ def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
     table = {}
     root = out / "gt" / mode
     for folder in sorted(root.glob("*")) if root.is_dir() else []:
-        results = [json.loads((folder / f"seed{k}" / "result.json").read_text()) for k in SEEDS
-                   if (folder / f"seed{k}" / "result.json").is_file()]  # fmt: skip
-        if len(results) < len(SEEDS):
-            continue
-        aji = [r["scores"]["aji_plus"] for r in results]
         per_seed = {
-            int(p.parent.name[4:]): json.loads(p.read_text())["scores"]
-            for p in folder.glob("seed*/result.json")
-            if int(p.parent.name[4:]) in SEEDS
+            k: json.loads(path.read_text())["scores"]
+            for k in SEEDS
+            if (path := folder / f"seed{k}" / "result.json").is_file()
         }
-        dice = [r["scores"]["dice"] for r in results]
+        if len(per_seed) < len(SEEDS):
+            continue
+        aji = [scores["aji_plus"] for scores in per_seed.values()]
+        dice = [scores["dice"] for scores in per_seed.values()]
         table[folder.name] = {
             "aji_plus": float(np.mean(aji)), "aji_plus_std": float(np.std(aji, ddof=1)),
-            "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(results),
+            "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(per_seed),
             "per_seed": per_seed,
         }  # fmt: skip
     return table
@@ -392,13 +390,13 @@ def noise_ceiling_text(single_seed_rho: float, seeds: int) -> str:
     )
 
 
-def short_finetune_lines(out: Path) -> list[str]:
+def short_finetune_lines(out: Path, truths: dict[str, dict[str, dict]]) -> list[str]:
     """A short fine-tuning run as the proxy: runs of seeds outside SEEDS (``groundtruth --steps K --seeds 3``; no
-    seed shared with the ground truth) against every 3-seed ground truth, as Spearman rho with its CI."""
+    seed shared with the ground truth) against every 3-seed ground truth in ``truths`` ({mode: load_groundtruth}),
+    as Spearman rho with its CI."""
     import numpy as np
 
     lines = []
-    truths = {p.name: load_groundtruth(out, p.name) for p in sorted((out / "gt").glob("*"))}
     for mode_dir in sorted((out / "gt").glob("*")):
         runs: dict[str, list[float]] = {}
         for result in mode_dir.glob("*/seed*/result.json"):
@@ -423,8 +421,8 @@ def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows_all = load_proxy(out, args.budget, args.seed, args.first_stage)
     lines = []
-    for mode in sorted(p.name for p in (out / "gt").glob("*")):
-        gt = load_groundtruth(out, mode)
+    truths = {p.name: load_groundtruth(out, p.name) for p in sorted((out / "gt").glob("*"))}
+    for mode, gt in truths.items():
         rows = [r for r in rows_all if r["encoder"] in gt]
         if len(rows) < 3:
             lines.append(f"{mode}: only {len(rows)} encoders with 3 seeds; no correlation")
@@ -466,7 +464,7 @@ def report(args: argparse.Namespace) -> None:
                 )
     from scipy.stats import spearmanr
 
-    lines += short_finetune_lines(out)
+    lines += short_finetune_lines(out, truths)
     for folder in sorted(out.glob("proxy-*-seed*")):
         if folder == proxy_folder(out, args.budget, args.seed, args.first_stage):
             continue

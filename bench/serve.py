@@ -191,7 +191,6 @@ def worker_rss_mb(server_pid: int) -> float:
 
 def soak(url: str, key: str, body: bytes, seconds: float, server_pid: int, clients: int = 4) -> list[tuple]:
     """Requests for ``seconds`` from ``clients`` threads (1 in 5 bad); rows every 10 s: (t, n, 2xx, 4xx, 5xx, MB)."""
-
     import httpx
 
     counts = {"2xx": 0, "4xx": 0, "5xx": 0, "other": 0, "401": 0}
