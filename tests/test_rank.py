@@ -250,3 +250,40 @@ def test_an_encoder_with_overflowed_weights_is_ranked_last_with_a_warning_instea
     assert [r.encoder for r in ranking.ranking] == ["random", "broken-encoder"]
     assert all(np.isfinite(r.score) for r in ranking.ranking)
     assert any("non-finite features (inf/NaN) from broken-encoder (8/8 images)" in w for w in ranking.warnings)
+
+
+def test_finetune_probe_is_deterministic_and_ranks_an_informative_encoder_first(zeroed_encoder):
+    """probe=finetune: the same seed gives the same ranking; a random encoder's features let the decoder find the
+    bright discs, an all-zero encoder's do not; the folds hold out every image once."""
+    from sslzoo.downstream.rank import RankSettings, make_folds, rank_encoders
+
+    images, masks = blobs(6)
+    settings = RankSettings.from_budget("quick", probe="finetune", splits=2, finetune_steps=25, seed=0)
+    assert settings.finetune_steps == 25 and settings.splits == 2
+    first = rank_encoders(images, masks, "semantic", [str(zeroed_encoder), "random"], settings)
+    second = rank_encoders(images, masks, "semantic", [str(zeroed_encoder), "random"], settings)
+    strip = {"seconds": True, "ranking": {"__all__": {"seconds"}}}
+    assert first.model_dump(exclude=strip) == second.model_dump(exclude=strip)
+    assert first.probe == "finetune" and first.proxy == "finetune_dice" and first.test_images_per_split == 3
+    assert [r.encoder for r in first.ranking] == ["random", "zeroed-encoder"]
+    best, worst = first.ranking
+    assert best.score > worst.score + 0.2 and best.ridge_lambda is None and len(best.split_scores) == 2
+    folds = make_folds(7, 3, seed=1)
+    assert np.array_equal(np.sum(folds, axis=0), np.ones(7)) and sorted(int(f.sum()) for f in folds) == [2, 2, 3]
+
+
+def test_finetune_probe_instance_scores_aji_plus_and_rejects_readout_proxies():
+    from sslzoo.downstream.rank import RankSettings, rank_encoders
+
+    images, masks = blobs(4)
+    settings = RankSettings(probe="finetune", splits=2, finetune_steps=2)
+    ranking = rank_encoders(images, masks, "instance", ["random"], settings)
+    assert ranking.proxy == "finetune_aji_plus" and set(ranking.ranking[0].proxies) == {
+        "finetune_aji_plus",
+        "finetune_dice",
+    }
+    assert 0.0 <= ranking.ranking[0].score <= 1.0
+    with pytest.raises(ConfigError, match="proxies of probe finetune"):
+        rank_encoders(images, masks, "instance", ["random"], settings.model_copy(update={"proxy": "dist_r2"}))
+    with pytest.raises(ConfigError, match="proxies of probe readout"):
+        rank_encoders(images, masks, "instance", ["random"], RankSettings(proxy="finetune_dice"))

@@ -97,6 +97,8 @@ def test_fields_and_archive_rank_like_the_python_api(labelled):
     )
     assert [r.encoder for r in zipped.ranking] == ["random"]
     assert zipped.ranking[0].split_scores == served.ranking[0].split_scores
+    tuned = RankService().rank_fields({**fields, "probe": b"finetune", "encoders": b"random"})
+    assert tuned.probe == "finetune" and tuned.proxy == "finetune_aji_plus" and tuned.n_splits == 1
 
 
 def test_bad_requests_are_4xx_with_what_to_fix(labelled, monkeypatch):
@@ -116,6 +118,7 @@ def test_bad_requests_are_4xx_with_what_to_fix(labelled, monkeypatch):
         ({k: v for k, v in fields.items() if k != "task"}, ConfigError, "field 'task' is missing"),
         ({**fields, "task": b"panoptic"}, ConfigError, "unknown task"),
         ({**fields, "budget": b"huge"}, ConfigError, "unknown budget"),
+        ({**fields, "probe": b"linear"}, ConfigError, "unknown probe 'linear'"),
         ({**fields, "image_9": fields["image_0"]}, DataError, "no mask for image.*9"),
         ({**fields, "archive": b"not a zip"}, DataError, "not a zip"),
     ]

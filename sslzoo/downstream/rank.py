@@ -61,7 +61,14 @@ MAX_STAGE_CHANNELS = 512
 LAMBDAS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 #: The proxies each task computes (the first is the semantic default).
 PROXIES: dict[str, tuple[str, ...]] = {"semantic": ("dice",), "instance": ("fg_dice", "dist_r2", "aji_plus")}
-Proxy = Literal["dice", "fg_dice", "dist_r2", "aji_plus"]
+#: The proxies of ``probe="finetune"`` (:mod:`sslzoo.downstream.rank_finetune`), the first the task's default.
+FINETUNE_PROXIES: dict[str, tuple[str, ...]] = {
+    "semantic": ("finetune_dice",),
+    "instance": ("finetune_aji_plus", "finetune_dice"),
+}
+Proxy = Literal["dice", "fg_dice", "dist_r2", "aji_plus", "finetune_dice", "finetune_aji_plus"]
+Probe = Literal["readout", "finetune"]
+PROBES: tuple[str, ...] = ("readout", "finetune")
 #: The proxy an encoder is ranked by, per task. Instance: chosen on DSB 2018 (docs/rank.md, bench/rank_validation.py).
 DEFAULT_PROXY: dict[str, Proxy] = {"semantic": "dice", "instance": "fg_dice"}
 PROXY_DESCRIPTIONS: dict[str, str] = {
@@ -69,9 +76,13 @@ PROXY_DESCRIPTIONS: dict[str, str] = {
     "fg_dice": "foreground DSC of a ridge read-out",
     "dist_r2": "R² of a ridge read-out of the distance map",
     "aji_plus": "AJI+ after watershed of a ridge read-out of the distance map",
+    "finetune_dice": "foreground DSC of a short frozen-encoder U-Net fine-tune",
+    "finetune_aji_plus": "AJI+ after watershed of a short frozen-encoder U-Net fine-tune",
 }
 #: ``--budget`` presets: repeated splits and grid cells per image fitted.
 BUDGETS: dict[str, tuple[int, int]] = {"quick": (3, 1024), "standard": (5, 2048), "thorough": (10, 4096)}
+#: ``--budget`` presets of ``probe="finetune"``: repeated splits and decoder steps per split.
+FINETUNE_BUDGETS: dict[str, tuple[int, int]] = {"quick": (1, 20), "standard": (2, 15), "thorough": (3, 40)}
 Budget = Literal["quick", "standard", "thorough"]
 #: Fewer labelled images than this: the ranking is reported with a warning.
 FEW_IMAGES = 8
@@ -98,6 +109,8 @@ class RankSettings(BaseModel):
     first_stage: int = Field(
         0, ge=0, le=4, description="experimental: skip the first N encoder stages (0: all, 3: layer3-4 of a ResNet)"
     )
+    probe: Probe = Field("readout", description="readout: ridge on hypercolumns; finetune: short decoder fine-tune")
+    finetune_steps: int = Field(15, ge=1, le=10_000, description="probe=finetune: decoder steps per split")
 
     @model_validator(mode="after")
     def _check(self) -> RankSettings:
@@ -112,6 +125,8 @@ class RankSettings(BaseModel):
             raise ConfigError(f"unknown budget {budget!r}; choose {', '.join(BUDGETS)}")
         splits, pixels = BUDGETS[budget]
         values: dict[str, Any] = {"splits": splits, "pixels_per_image": pixels}
+        if overrides.get("probe") == "finetune":
+            values["splits"], values["finetune_steps"] = FINETUNE_BUDGETS[budget]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -125,7 +140,7 @@ class EncoderScore(BaseModel):
     std: float = Field(description="sample standard deviation over splits (0 for one split)")
     split_scores: list[float]
     proxies: dict[str, float] = Field(description="mean over splits of every proxy of the task")
-    ridge_lambda: float
+    ridge_lambda: float | None = Field(description="ridge strength of the read-out (None: probe=finetune)")
     source: str = Field(description="packaged | zoo-folder | baseline | folder | cached")
     backbone: str
     method: str
@@ -138,6 +153,7 @@ class Ranking(BaseModel):
     """The answer of ``sslzoo rank`` / ``POST /predictions/rank``: encoders best first."""
 
     task: Task
+    probe: Probe = "readout"
     proxy: Proxy
     proxy_description: str
     n_images: int
@@ -415,6 +431,20 @@ def make_splits(n: int, splits: int, test_fraction: float, seed: int) -> list[np
     return out
 
 
+def make_folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """``folds`` boolean test masks partitioning ``n`` images (each image held out exactly once; ``folds=1``: a
+    quarter held out), from ``default_rng(seed)``; at most ``n`` folds."""
+    if folds <= 1:
+        return make_splits(n, 1, 0.25, seed)
+    order = np.random.default_rng(seed).permutation(n)
+    out = []
+    for part in np.array_split(order, min(folds, n)):
+        mask = np.zeros(n, bool)
+        mask[part] = True
+        out.append(mask)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- read-out
 @dataclass
 class _Stats:
@@ -641,13 +671,21 @@ def rank_encoders(
     settings = settings or RankSettings()
     items = prepare_images(images, masks, task, ids)
     candidates = resolve_candidates(encoders, allow_paths=allow_paths)
-    proxy: Proxy = settings.proxy or DEFAULT_PROXY[task]
-    if proxy not in PROXIES[task] and not (task == "semantic" and proxy == "fg_dice"):
-        raise ConfigError(f"proxy {proxy!r} is not one of the {task} proxies: {', '.join(PROXIES[task])}")
+    finetuned = settings.probe == "finetune"
+    choices = FINETUNE_PROXIES[task] if finetuned else PROXIES[task]
+    proxy = cast(Proxy, (settings.proxy or choices[0]) if finetuned else (settings.proxy or DEFAULT_PROXY[task]))
     if task == "semantic" and proxy == "fg_dice":
         proxy = "dice"
+    if proxy not in choices:
+        raise ConfigError(
+            f"proxy {proxy!r} is not one of the {task} proxies of probe {settings.probe}: {', '.join(choices)}"
+        )
     backbone = baseline_backbone(candidates, settings.backbone)
-    splits = make_splits(len(items), settings.splits, settings.test_fraction, settings.seed)
+    splits = (
+        make_folds(len(items), settings.splits, settings.seed)
+        if finetuned
+        else make_splits(len(items), settings.splits, settings.test_fraction, settings.seed)
+    )
     load = loader or load_candidate
     rows: list[dict[str, Any]] = []
     per_split: dict[str, list[float]] = {}
@@ -657,7 +695,14 @@ def rank_encoders(
         if progress is not None:
             progress(f"ranking {candidate.name} ...")
         encoder = load(candidate, backbone, settings.seed)
-        result = score_encoder(encoder, items, task, settings, splits)
+        if finetuned:
+            from sslzoo.downstream.rank_finetune import finetune_scores
+
+            channels = getattr(encoder.module, "out_channels", ())
+            tuned = finetune_scores(encoder, items, task, settings, splits)
+            result = _EncoderResult(tuned, {}, int(sum(channels[1:])))
+        else:
+            result = score_encoder(encoder, items, task, settings, splits)
         if result.nonfinite_images:
             broken.append(f"{candidate.name} ({result.nonfinite_images}/{len(items)} images)")
         scores = result.proxies[proxy]
@@ -669,7 +714,7 @@ def rank_encoders(
                 std=_std(scores),
                 split_scores=scores,
                 proxies={k: float(np.mean(v)) for k, v in result.proxies.items()},
-                ridge_lambda=result.lambdas[proxy],
+                ridge_lambda=result.lambdas.get(proxy),
                 source=candidate.source,
                 backbone=encoder.backbone,
                 method=encoder.method,
@@ -693,6 +738,7 @@ def rank_encoders(
         )
     return Ranking(
         task=cast(Task, task),  # checked by prepare_images
+        probe=settings.probe,
         proxy=proxy,
         proxy_description=PROXY_DESCRIPTIONS[proxy],
         n_images=len(items),

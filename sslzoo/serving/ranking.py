@@ -3,8 +3,9 @@
 Input (multipart/form-data, like ``/predictions/evaluate``): ``task`` (``semantic`` | ``instance``, required),
 ``image_<k>`` + ``mask_<k>`` pairs, or one ``archive`` field (a zip holding ``images/`` and ``masks/``, matched by
 file stem); optional ``encoders`` (comma-separated names; default every encoder available on the server: the
-packaged ones, ``$SSLZOO_ZOO_DIR`` entries and ``random``), ``budget`` (``quick`` | ``standard`` | ``thorough``) and
-``seed``. Encoder names are zoo names or baselines only: a client never names a server path.
+packaged ones, ``$SSLZOO_ZOO_DIR`` entries and ``random``), ``budget`` (``quick`` | ``standard`` | ``thorough``),
+``probe`` (``readout`` | ``finetune``) and ``seed``. Encoder names are zoo names or baselines only: a client never
+names a server path.
 
 Work per request is bounded before anything is decoded (each a 413 naming its variable):
 
@@ -32,7 +33,8 @@ DEFAULT_RANK_MAX_IMAGES = 40
 DEFAULT_RANK_MAX_PIXELS = 8_000_000
 FIELDS_HELP = (
     "send multipart/form-data with task=semantic|instance and image_<k> + mask_<k> pairs (or one 'archive' zip "
-    "holding images/ and masks/); optional: encoders (comma-separated), budget (quick|standard|thorough), seed"
+    "holding images/ and masks/); optional: encoders (comma-separated), budget (quick|standard|thorough), "
+    "probe (readout|finetune), seed"
 )
 
 
@@ -70,7 +72,7 @@ class RankService:
     # -- inputs ----------------------------------------------------------------------------------------
     def rank_fields(self, fields: Mapping[str, object]) -> Any:
         """Rank on a multipart request (module docstring); returns a :class:`~sslzoo.downstream.rank.Ranking`."""
-        from sslzoo.downstream.rank import BUDGETS, RankSettings, rank_encoders
+        from sslzoo.downstream.rank import BUDGETS, PROBES, RankSettings, rank_encoders
         from sslzoo.vocabulary import TASKS
 
         if "task" not in fields or not _text(fields["task"], "task"):
@@ -81,6 +83,9 @@ class RankService:
         budget = _text(fields["budget"], "budget") if "budget" in fields else "standard"
         if budget not in BUDGETS:
             raise ConfigError(f"unknown budget {_short(budget)!r}; choose {', '.join(BUDGETS)}")
+        probe = _text(fields["probe"], "probe") if "probe" in fields else "readout"
+        if probe not in PROBES:
+            raise ConfigError(f"unknown probe {_short(probe)!r}; choose {' or '.join(PROBES)}")
         seed = 0
         if "seed" in fields:
             try:
@@ -101,7 +106,7 @@ class RankService:
                     f"image_{key}: size {image.shape[1]}x{image.shape[0]} (WxH) differs from mask_{key} "
                     f"({mask.shape[1]}x{mask.shape[0]}); send pairs of the same size"
                 )
-        settings = RankSettings.from_budget(budget, seed=seed)
+        settings = RankSettings.from_budget(budget, seed=seed, probe=probe)
         return rank_encoders(
             decoded_images, decoded_masks, task, encoders, settings, ids=keys, allow_paths=False, loader=self._load
         )
