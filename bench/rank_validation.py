@@ -298,9 +298,11 @@ def proxy(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    folder = proxy_folder(out, args.budget, args.seed, args.first_stage)
+    folder = proxy_folder(out, args.budget, args.seed, args.first_stage, args.probe)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = RankSettings.from_budget(args.budget, seed=args.seed, backbone="resnet18", first_stage=args.first_stage)
+    settings = RankSettings.from_budget(
+        args.budget, seed=args.seed, backbone="resnet18", first_stage=args.first_stage, probe=args.probe
+    )
     for name, spec in candidate_specs(out):
         target = folder / f"{name}.json"
         if target.is_file() and not args.force:
@@ -314,13 +316,14 @@ def proxy(args: argparse.Namespace) -> None:
         _log(f"{name}: {row['proxies']} ({row['wall_seconds']:.0f} s wall, {row['cpu_seconds']:.0f} s CPU)")
 
 
-def proxy_folder(out: Path, budget: str, seed: int, first_stage: int = 0) -> Path:
-    """``OUT/proxy-<budget>[-stages<k>]-seed<seed>``: one cached proxy JSON per encoder."""
-    return out / f"proxy-{budget}{f'-stages{first_stage}' if first_stage else ''}-seed{seed}"
+def proxy_folder(out: Path, budget: str, seed: int, first_stage: int = 0, probe: str = "readout") -> Path:
+    """``OUT/proxy-[finetune-]<budget>[-stages<k>]-seed<seed>``: one cached proxy JSON per encoder."""
+    kind = "finetune-" if probe == "finetune" else ""
+    return out / f"proxy-{kind}{budget}{f'-stages{first_stage}' if first_stage else ''}-seed{seed}"
 
 
-def load_proxy(out: Path, budget: str, seed: int, first_stage: int = 0) -> list[dict]:
-    folder = proxy_folder(out, budget, seed, first_stage)
+def load_proxy(out: Path, budget: str, seed: int, first_stage: int = 0, probe: str = "readout") -> list[dict]:
+    folder = proxy_folder(out, budget, seed, first_stage, probe)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
@@ -336,17 +339,19 @@ def timing(args: argparse.Namespace) -> None:
     load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
     # the zoo-folder twin of a packaged name is left out: a user cannot name both (their names clash)
     specs = [spec for name, spec in candidate_specs(out) if not name.endswith(ZOO_TWIN)]
-    ranking = rank_folder(out / "data" / "train", "instance", specs, RankSettings.from_budget(args.budget))
+    settings = RankSettings.from_budget(args.budget, probe=args.probe)
+    ranking = rank_folder(out / "data" / "train", "instance", specs, settings)
+    kind = "finetune-" if args.probe == "finetune" else ""
     wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
     record = {
-        "budget": args.budget, "threads": args.threads, "n_encoders": len(ranking.ranking),
+        "budget": f"{kind}{args.budget}", "threads": args.threads, "n_encoders": len(ranking.ranking),
         "n_images": ranking.n_images, "wall_seconds": wall, "cpu_seconds": cpu, "loadavg_before": load,
         "loadavg_after": os.getloadavg(), "uptime": os.popen("uptime").read().strip(),
         "encoders": [r.encoder for r in ranking.ranking], "recommendation": ranking.recommendation,
     }  # fmt: skip
-    (out / f"timing-{args.budget}-threads{args.threads}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out / f"ranking-{args.budget}.json").write_text(ranking.model_dump_json(indent=2) + "\n")
-    plot_ranking(ranking, out / f"ranking-{args.budget}.png")
+    (out / f"timing-{kind}{args.budget}-threads{args.threads}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / f"ranking-{kind}{args.budget}.json").write_text(ranking.model_dump_json(indent=2) + "\n")
+    plot_ranking(ranking, out / f"ranking-{kind}{args.budget}.png")
     _log(f"{record['n_encoders']} encoders x {record['n_images']} images: {wall:.1f} s wall, {cpu:.1f} s CPU "
          f"({args.threads} threads); {record['uptime']}")  # fmt: skip
 
@@ -419,7 +424,7 @@ def short_finetune_lines(out: Path, truths: dict[str, dict[str, dict]]) -> list[
 
 def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    rows_all = load_proxy(out, args.budget, args.seed, args.first_stage)
+    rows_all = load_proxy(out, args.budget, args.seed, args.first_stage, args.probe)
     lines = []
     truths = {p.name: load_groundtruth(out, p.name) for p in sorted((out / "gt").glob("*"))}
     for mode, gt in truths.items():
@@ -466,13 +471,15 @@ def report(args: argparse.Namespace) -> None:
 
     lines += short_finetune_lines(out, truths)
     for folder in sorted(out.glob("proxy-*-seed*")):
-        if folder == proxy_folder(out, args.budget, args.seed, args.first_stage):
+        if folder == proxy_folder(out, args.budget, args.seed, args.first_stage, args.probe):
             continue
         other = {r["encoder"]: r for r in (json.loads(p.read_text()) for p in folder.glob("*.json"))}
         common = [r for r in rows_all if r["encoder"] in other]
         if len(common) < 3:
             continue
         for proxy_name in common[0]["proxies"]:
+            if any(proxy_name not in other[r["encoder"]]["proxies"] for r in common):
+                continue  # another probe's proxies
             rho = spearmanr([r["proxies"][proxy_name] for r in common], [other[r["encoder"]]["proxies"][proxy_name]
                             for r in common]).statistic  # fmt: skip
             lines.append(
@@ -594,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--budget", default="standard")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--threads", type=int, default=2)
+        q.add_argument("--probe", default="readout", choices=("readout", "finetune"), help="the rank probe")
         q.add_argument(
             "--first-stage", type=int, default=0, help="proxy/report: read out only the stages after the first K"
         )
