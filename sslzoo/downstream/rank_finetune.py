@@ -23,7 +23,7 @@ Written by hand: no library trains a decoder on cached features of a frozen enco
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -32,7 +32,33 @@ from sslzoo.vocabulary import Task
 if TYPE_CHECKING:
     import torch
 
-    from sslzoo.downstream.rank import LabelledImage, LoadedEncoder, RankSettings
+
+# Structural types of what this module reads from sslzoo.downstream.rank's records (that module
+# imports this one lazily; importing it back, even for types, would be a cycle).
+class LabelledImageLike(Protocol):
+    """One labelled image (:class:`sslzoo.downstream.rank.LabelledImage`)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    foreground: np.ndarray
+    distance: np.ndarray | None
+
+
+class LoadedEncoderLike(Protocol):
+    """A loaded candidate encoder (:class:`sslzoo.downstream.rank.LoadedEncoder`)."""
+
+    module: Any
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    backbone: str
+
+
+class RankSettingsLike(Protocol):
+    """The settings read here (:class:`sslzoo.downstream.rank.RankSettings`)."""
+
+    seed: int
+    finetune_steps: int
+
 
 #: Training tile side (the fine-tuning ground truth of docs/rank.md trains on 128-pixel tiles).
 TILE = 128
@@ -55,20 +81,20 @@ def _pad_to(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(tensor, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode=mode)
 
 
-def _target(item: LabelledImage, task: str) -> np.ndarray:
+def _target(item: LabelledImageLike, task: str) -> np.ndarray:
     if task == "semantic":
         return item.foreground.astype(np.float32)
     assert item.distance is not None  # prepare_images computes it for instance
     return item.distance.astype(np.float32)
 
 
-def tile_side(items: Sequence[LabelledImage]) -> int:
+def tile_side(items: Sequence[LabelledImageLike]) -> int:
     """:data:`TILE`, or the smallest image side rounded down to a multiple of 32 when smaller (at least 32)."""
     smallest = min(min(item.labels.shape) for item in items)
     return max(32, min(TILE, smallest // 32 * 32))
 
 
-def _pool(items: Sequence[LabelledImage], task: str, mean: Any, std: Any, seed: int) -> tuple[Any, Any, np.ndarray]:
+def _pool(items: Sequence[LabelledImageLike], task: str, mean: Any, std: Any, seed: int) -> tuple[Any, Any, np.ndarray]:
     """``(images, targets, owner)``: the seeded tile pool (``N x 3 x TILE x TILE``, ``N x 1 x TILE x TILE``) and the
     index of the image each tile comes from."""
     import torch
@@ -128,7 +154,11 @@ def _loss(task: str) -> Any:
 
 
 def finetune_scores(
-    encoder: LoadedEncoder, items: Sequence[LabelledImage], task: str, settings: RankSettings, splits: list[np.ndarray]
+    encoder: LoadedEncoderLike,
+    items: Sequence[LabelledImageLike],
+    task: str,
+    settings: RankSettingsLike,
+    splits: list[np.ndarray],
 ) -> dict[str, list[float]]:
     """Per proxy (``finetune_dice``, and ``finetune_aji_plus`` for instance), the score of every split."""
     import torch
