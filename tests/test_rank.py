@@ -268,6 +268,7 @@ def test_finetune_probe_is_deterministic_and_ranks_an_informative_encoder_first(
     assert [r.encoder for r in first.ranking] == ["random", "zeroed-encoder"]
     best, worst = first.ranking
     assert best.score > worst.score + 0.2 and best.ridge_lambda is None and len(best.split_scores) == 2
+    assert worst.proxies["finetune_loss"] < best.proxies["finetune_loss"] < 0.0  # minus the held-out Dice loss
     folds = make_folds(7, 3, seed=1)
     assert np.array_equal(np.sum(folds, axis=0), np.ones(7)) and sorted(int(f.sum()) for f in folds) == [2, 2, 3]
 
@@ -281,9 +282,21 @@ def test_finetune_probe_instance_scores_aji_plus_and_rejects_readout_proxies():
     assert ranking.proxy == "finetune_aji_plus" and set(ranking.ranking[0].proxies) == {
         "finetune_aji_plus",
         "finetune_dice",
+        "finetune_loss",
     }
     assert 0.0 <= ranking.ranking[0].score <= 1.0
     with pytest.raises(ConfigError, match="proxies of probe finetune"):
         rank_encoders(images, masks, "instance", ["random"], settings.model_copy(update={"proxy": "dist_r2"}))
     with pytest.raises(ConfigError, match="proxies of probe readout"):
         rank_encoders(images, masks, "instance", ["random"], RankSettings(proxy="finetune_dice"))
+
+
+def test_cli_proxy_choices_are_the_proxies_of_the_api():
+    """The CLI lists its --proxy choices without importing torch; they must stay the API's Proxy names."""
+    from typing import get_args
+
+    from sslzoo.cli.rank import PROXY_NAMES
+    from sslzoo.downstream.rank import FINETUNE_PROXIES, PROXIES, Proxy
+
+    assert set(PROXY_NAMES) == set(get_args(Proxy))
+    assert set(PROXY_NAMES) == {p for table in (PROXIES, FINETUNE_PROXIES) for names in table.values() for p in names}

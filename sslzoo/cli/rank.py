@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 BUDGET_NAMES = ("quick", "standard", "thorough")  # sslzoo.downstream.rank.BUDGETS; no torch import for --help
 PROBE_NAMES = ("readout", "finetune")  # sslzoo.downstream.rank.PROBES
-PROXY_NAMES = ("dice", "fg_dice", "dist_r2", "aji_plus", "finetune_dice", "finetune_aji_plus")
+PROXY_NAMES = ("dice", "fg_dice", "dist_r2", "aji_plus", "finetune_dice", "finetune_aji_plus", "finetune_loss")
 
 DESCRIPTION = """\
 Rank candidate encoders on your own few labelled images by a cheap proxy of few-label fine-tuning: a

@@ -160,7 +160,8 @@ def finetune_scores(
     settings: RankSettingsLike,
     splits: list[np.ndarray],
 ) -> dict[str, list[float]]:
-    """Per proxy (``finetune_dice``, and ``finetune_aji_plus`` for instance), the score of every split."""
+    """Per proxy, the score of every split: ``finetune_dice``, ``finetune_loss`` (minus the training loss on the
+    held-out images, whole) and, for instance, ``finetune_aji_plus``."""
     import torch
 
     from sslzoo.data.transforms import normalize_to_tensor
@@ -206,6 +207,7 @@ def finetune_scores(
     model.eval()
     dice_scores = np.zeros(len(splits))
     aji_scores = np.zeros(len(splits))
+    loss_scores = np.zeros(len(splits))
     for index, item in enumerate(items):
         held = [r for r, mask in enumerate(splits) if mask[index]]
         if not held:
@@ -213,20 +215,23 @@ def finetune_scores(
         height, width = item.labels.shape
         x = normalize_to_tensor(item.image, encoder.mean, encoder.std)[None]
         x = _pad_to(x, height + (-height) % 32, width + (-width) % 32)
+        target = torch.from_numpy(_target(item, task))[None, None]
         with torch.no_grad():
             features = model.encoder(x)
             for r in held:
                 model.decoder.load_state_dict(decoders[r][0])
                 model.segmentation_head.load_state_dict(decoders[r][1])
-                out = model.segmentation_head(model.decoder(features))[0, 0, :height, :width].numpy()
+                logits = model.segmentation_head(model.decoder(features))[:, :, :height, :width]
+                out = logits[0, 0].numpy()
                 n_test = int(splits[r].sum())
+                loss_scores[r] -= float(loss_fn(logits, target)) / n_test
                 if task == "semantic":
                     dice_scores[r] += dice(out > 0.0, item.foreground) / n_test
                 else:
                     labels = distance_to_instances(np.clip(out, 0.0, None), FIXED_WATERSHED)
                     dice_scores[r] += dice(labels > 0, item.foreground) / n_test
                     aji_scores[r] += aji_plus(labels, item.labels) / n_test
-    scores = {"finetune_dice": [float(v) for v in dice_scores]}
+    scores = {"finetune_dice": [float(v) for v in dice_scores], "finetune_loss": [float(v) for v in loss_scores]}
     if task == "instance":
         scores["finetune_aji_plus"] = [float(v) for v in aji_scores]
     return scores
