@@ -269,6 +269,8 @@ def test_finetune_probe_is_deterministic_and_ranks_an_informative_encoder_first(
     best, worst = first.ranking
     assert best.score > worst.score + 0.2 and best.ridge_lambda is None and len(best.split_scores) == 2
     assert worst.proxies["finetune_loss"] < best.proxies["finetune_loss"] < 0.0  # minus the held-out Dice loss
+    # learning speed: the decoder fits a random encoder's features faster than an all-zero encoder's
+    assert worst.proxies["finetune_train_loss"] < best.proxies["finetune_train_loss"] < 0.0
     folds = make_folds(7, 3, seed=1)
     assert np.array_equal(np.sum(folds, axis=0), np.ones(7)) and sorted(int(f.sum()) for f in folds) == [2, 2, 3]
 
@@ -283,6 +285,7 @@ def test_finetune_probe_instance_scores_aji_plus_and_rejects_readout_proxies():
         "finetune_aji_plus",
         "finetune_dice",
         "finetune_loss",
+        "finetune_train_loss",
     }
     assert 0.0 <= ranking.ranking[0].score <= 1.0
     with pytest.raises(ConfigError, match="proxies of probe finetune"):

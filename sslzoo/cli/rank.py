@@ -13,7 +13,16 @@ if TYPE_CHECKING:
 
 BUDGET_NAMES = ("quick", "standard", "thorough")  # sslzoo.downstream.rank.BUDGETS; no torch import for --help
 PROBE_NAMES = ("readout", "finetune")  # sslzoo.downstream.rank.PROBES
-PROXY_NAMES = ("dice", "fg_dice", "dist_r2", "aji_plus", "finetune_dice", "finetune_aji_plus", "finetune_loss")
+PROXY_NAMES = (
+    "dice",
+    "fg_dice",
+    "dist_r2",
+    "aji_plus",
+    "finetune_dice",
+    "finetune_aji_plus",
+    "finetune_loss",
+    "finetune_train_loss",
+)
 
 DESCRIPTION = """\
 Rank candidate encoders on your own few labelled images by a cheap proxy of few-label fine-tuning: a

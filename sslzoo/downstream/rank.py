@@ -63,10 +63,19 @@ LAMBDAS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 PROXIES: dict[str, tuple[str, ...]] = {"semantic": ("dice",), "instance": ("fg_dice", "dist_r2", "aji_plus")}
 #: The proxies of ``probe="finetune"`` (:mod:`sslzoo.downstream.rank_finetune`), the first the task's default.
 FINETUNE_PROXIES: dict[str, tuple[str, ...]] = {
-    "semantic": ("finetune_dice", "finetune_loss"),
-    "instance": ("finetune_aji_plus", "finetune_dice", "finetune_loss"),
+    "semantic": ("finetune_dice", "finetune_loss", "finetune_train_loss"),
+    "instance": ("finetune_aji_plus", "finetune_dice", "finetune_loss", "finetune_train_loss"),
 }
-Proxy = Literal["dice", "fg_dice", "dist_r2", "aji_plus", "finetune_dice", "finetune_aji_plus", "finetune_loss"]
+Proxy = Literal[
+    "dice",
+    "fg_dice",
+    "dist_r2",
+    "aji_plus",
+    "finetune_dice",
+    "finetune_aji_plus",
+    "finetune_loss",
+    "finetune_train_loss",
+]
 Probe = Literal["readout", "finetune"]
 PROBES: tuple[str, ...] = ("readout", "finetune")
 #: The proxy an encoder is ranked by, per task. Instance: chosen on DSB 2018 (docs/rank.md, bench/rank_validation.py).
@@ -79,6 +88,8 @@ PROXY_DESCRIPTIONS: dict[str, str] = {
     "finetune_dice": "foreground DSC of a short frozen-encoder U-Net fine-tune",
     "finetune_aji_plus": "AJI+ after watershed of a short frozen-encoder U-Net fine-tune",
     "finetune_loss": "minus the held-out training loss (Dice / smooth L1) of a short frozen-encoder U-Net fine-tune",
+    "finetune_train_loss": "minus the mean training-batch loss before each step of a short frozen-encoder U-Net "
+    "fine-tune (learning speed)",
 }
 #: ``--budget`` presets: repeated splits and grid cells per image fitted.
 BUDGETS: dict[str, tuple[int, int]] = {"quick": (3, 1024), "standard": (5, 2048), "thorough": (10, 4096)}

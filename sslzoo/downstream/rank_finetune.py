@@ -15,7 +15,13 @@ the fine-tuning loss and metric), made cheap by training the decoder on cached e
    (semantic) or smooth-L1 on the distance map (instance), as :class:`sslzoo.downstream.finetune.SegmentationModule`.
 3. **Scores.** Each image passes once through the encoder (eval mode, reflect-padded to a multiple of 32); every
    decoder whose split holds it out predicts it. ``finetune_dice``: DSC of the foreground (semantic: sigmoid > 0.5;
-   instance: the watershed's foreground); ``finetune_aji_plus`` (instance): AJI+ after the fixed watershed.
+   instance: the watershed's foreground); ``finetune_aji_plus`` (instance): AJI+ after the fixed watershed;
+   ``finetune_loss``: minus the fine-tuning loss on each held-out image, whole.
+4. **Learning speed.** ``finetune_train_loss``: minus the mean over the steps of the training loss of each batch,
+   taken before the step that trains on it (the sum of training losses of Ru et al., NeurIPS 2021, "Speedy
+   performance estimation for neural architecture search"; within the first pass over the pool it is a
+   prequential, i.e. held-out, loss). It scores how fast the decoder learns from the encoder's features,
+   on every tile of the split's training images rather than on the few held-out ones.
 
 Written by hand: no library trains a decoder on cached features of a frozen encoder.
 """
@@ -161,7 +167,8 @@ def finetune_scores(
     splits: list[np.ndarray],
 ) -> dict[str, list[float]]:
     """Per proxy, the score of every split: ``finetune_dice``, ``finetune_loss`` (minus the training loss on the
-    held-out images, whole) and, for instance, ``finetune_aji_plus``."""
+    held-out images, whole), ``finetune_train_loss`` (minus the mean training-batch loss before each step) and,
+    for instance, ``finetune_aji_plus``."""
     import torch
 
     from sslzoo.data.transforms import normalize_to_tensor
@@ -181,6 +188,7 @@ def finetune_scores(
     del tiles
     loss_fn = _loss(task)
     decoders = []
+    train_loss_scores = np.zeros(len(splits))
     for r, mask in enumerate(splits):
         model.decoder.load_state_dict(start_state)
         model.segmentation_head.load_state_dict(head_state)
@@ -194,6 +202,7 @@ def finetune_scores(
             pick = torch.from_numpy(rng.choice(train, size=min(BATCH, len(train)), replace=False))
             out = model.segmentation_head(model.decoder([f[pick] for f in pyramid]))
             loss = loss_fn(out, targets[pick])
+            train_loss_scores[r] -= float(loss.detach()) / settings.finetune_steps
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,7 +240,11 @@ def finetune_scores(
                     labels = distance_to_instances(np.clip(out, 0.0, None), FIXED_WATERSHED)
                     dice_scores[r] += dice(labels > 0, item.foreground) / n_test
                     aji_scores[r] += aji_plus(labels, item.labels) / n_test
-    scores = {"finetune_dice": [float(v) for v in dice_scores], "finetune_loss": [float(v) for v in loss_scores]}
+    scores = {
+        "finetune_dice": [float(v) for v in dice_scores],
+        "finetune_loss": [float(v) for v in loss_scores],
+        "finetune_train_loss": [float(v) for v in train_loss_scores],
+    }
     if task == "instance":
         scores["finetune_aji_plus"] = [float(v) for v in aji_scores]
     return scores
