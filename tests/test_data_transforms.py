@@ -107,6 +107,25 @@ def test_two_views_are_normalised_and_differ(dataset: str) -> None:
     assert views(image[..., 0])[0].shape == (3, 64, 64)
 
 
+def test_two_views_replay_under_a_seed_and_workers_get_their_own() -> None:
+    """set_random_seed replays the same views; seed_worker_transform gives each loader worker its own stream."""
+    from sslzoo.data.transforms import seed_worker_transform
+
+    image, _ = synthetic_nuclei(size=96, n=8, seed=1)
+    views = two_view_transform("monuseg", size=64)
+    views.set_random_seed(3)
+    first = views(image)
+    views.set_random_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(first, views(image), strict=True))
+    dataset = TwoViewDataset([image] * 2, views, size=96)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=1, num_workers=2, worker_init_fn=seed_worker_transform,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    (w0,), (w1,) = [batch[0] for batch in loader]  # the same image, one per worker
+    assert not torch.equal(w0, w1)
+
+
 def test_normalize_to_tensor_formula() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

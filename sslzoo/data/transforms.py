@@ -160,6 +160,10 @@ class TwoViews:
         image = to_rgb_uint8(np.asarray(image))
         return self.view(image), self.view(image)
 
+    def set_random_seed(self, seed: int | None) -> None:
+        """Seed the augmentation (albumentations keeps its own generator, which global seeds do not reach)."""
+        self.augmentation.set_random_seed(seed)
+
     def __repr__(self) -> str:
         return f"TwoViews({self.augmentation!r})"
 
@@ -221,3 +225,19 @@ class EvalTransform:
 def eval_transform(size: int = 256) -> EvalTransform:
     """Deterministic transform for embeddings, CKA and NQC (see :class:`EvalTransform`)."""
     return EvalTransform(size)
+
+
+def seed_worker_transform(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
+
+    albumentations keeps its own generator (global seeds do not reach it); without this every worker
+    would replay the same augmentations. The worker seed (``base_seed + worker_id``, drawn from the
+    loader's seeded generator) makes runs reproducible for a fixed number of workers. The dataset's
+    ``transform`` is seeded if it has ``set_random_seed`` (an ``A.Compose`` or :class:`TwoViews`).
+    """
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if info is not None and transform is not None and hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed % 2**32)

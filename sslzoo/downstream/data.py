@@ -220,21 +220,6 @@ class TileSet(Dataset):
         return out["image"], torch.as_tensor(out["distance"], dtype=torch.float32)[None]
 
 
-def seed_worker_transform(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's albumentations pipeline its own seed.
-
-    albumentations keeps its own generator (global seeds do not reach it); without this every worker
-    would replay the same augmentations. The worker seed (``base_seed + worker_id``, drawn from the
-    loader's seeded generator) makes runs reproducible for a fixed number of workers.
-    """
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if info is not None and transform is not None and hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(info.seed % 2**32)
-
-
 def _image_size(sample: Sample, resize_to: int | None) -> tuple[int, int]:
     """``(H, W)`` of a sample's image as tiled: its own size, or ``resize_to`` squared."""
     from sslzoo.data.datasets import read_image_size

@@ -50,7 +50,6 @@ from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from sslzoo.downstream.data import seed_worker_transform
 from sslzoo.errors import ConfigError, DataError
 from sslzoo.vocabulary import FrozenBN, Task, WatershedMode
 
@@ -338,6 +337,8 @@ def evaluate_segmenter(segmenter: Any, index: Any, samples: Sequence[Any], progr
 
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool, workers: int, seed: int, pin: bool) -> DataLoader:
+    from sslzoo.data.transforms import seed_worker_transform
+
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -141,6 +141,13 @@ def pretrain(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
             f"lower --batch-size to at most {len(dataset)} or add images"
         )
+    # albumentations keeps its own generator, which seed_everything does not reach: seed the views from the config
+    # (each loader worker reseeds from the loader's seeded generator), so the same seed gives the same encoder.
+    from sslzoo.data.transforms import seed_worker_transform
+
+    transform = getattr(dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        cast(Any, transform).set_random_seed(config.seed)
     samples_per_epoch = (len(dataset) // config.batch_size) * config.batch_size  # drop_last
     config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
     method = build_method(config)  # validates method name and params before any work
@@ -154,6 +161,7 @@ def pretrain(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available() and accelerator != "cpu",
         generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=seed_worker_transform,
     )
     checkpoint_dir = out / CHECKPOINT_DIR
     last = checkpoint_dir / LAST_CHECKPOINT
