@@ -89,12 +89,30 @@ ModelAlias = Literal["nuclei", "lesion", "embed"]
 ServiceAlias = Literal["evaluate", "rank"]
 Alias = Literal[ModelAlias, ServiceAlias]
 
+#: ``sslzoo rank`` (:mod:`sslzoo.downstream.rank`): the probe, its ``--budget`` presets and the proxies an
+#: encoder can be ranked by (readout: dice .. aji_plus; finetune: finetune_*).
+RankProbe = Literal["readout", "finetune"]
+RankBudget = Literal["quick", "standard", "thorough"]
+RankProxy = Literal[
+    "dice",
+    "fg_dice",
+    "dist_r2",
+    "aji_plus",
+    "finetune_dice",
+    "finetune_aji_plus",
+    "finetune_loss",
+    "finetune_train_loss",
+]
+
 METHODS: Final[tuple[Method, ...]] = get_args(Method)
 BASELINES: Final[tuple[Baseline, ...]] = get_args(Baseline)
 INITS: Final[tuple[Init, ...]] = get_args(Init)
 NAMED_DATASETS: Final[tuple[NamedDataset, ...]] = get_args(NamedDataset)
 DATASET_KINDS: Final[tuple[DatasetKind, ...]] = get_args(DatasetKind)
 TASKS: Final[tuple[Task, ...]] = get_args(Task)
+RANK_PROBES: Final[tuple[RankProbe, ...]] = get_args(RankProbe)
+RANK_BUDGETS: Final[tuple[RankBudget, ...]] = get_args(RankBudget)
+RANK_PROXIES: Final[tuple[RankProxy, ...]] = get_args(RankProxy)
 
 #: Protocol options of fine-tuning (issue 12): a frozen encoder's batch norm mode while training
 #: ("train": batch statistics, as the authors; "eval": fixed running statistics), and how the

@@ -6,23 +6,13 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, TextIO
 
-from sslzoo.vocabulary import BACKBONES, TASKS
+from sslzoo.vocabulary import BACKBONES, RANK_BUDGETS, RANK_PROBES, RANK_PROXIES, TASKS
 
 if TYPE_CHECKING:
     from sslzoo.downstream.rank import Ranking
 
-BUDGET_NAMES = ("quick", "standard", "thorough")  # sslzoo.downstream.rank.BUDGETS; no torch import for --help
-PROBE_NAMES = ("readout", "finetune")  # sslzoo.downstream.rank.PROBES
-PROXY_NAMES = (
-    "dice",
-    "fg_dice",
-    "dist_r2",
-    "aji_plus",
-    "finetune_dice",
-    "finetune_aji_plus",
-    "finetune_loss",
-    "finetune_train_loss",
-)
+# torch-free names for --help (sslzoo.downstream.rank uses the same Literals)
+BUDGET_NAMES, PROBE_NAMES, PROXY_NAMES = RANK_BUDGETS, RANK_PROBES, RANK_PROXIES
 
 DESCRIPTION = """\
 Rank candidate encoders on your own few labelled images by a cheap proxy of few-label fine-tuning: a

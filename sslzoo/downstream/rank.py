@@ -42,13 +42,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from sslzoo.errors import ConfigError, DataError, NotFoundError
-from sslzoo.vocabulary import TASKS, Task
+from sslzoo.vocabulary import RANK_PROBES, TASKS, RankBudget, RankProbe, RankProxy, Task
 
 if TYPE_CHECKING:
     import torch
@@ -66,18 +66,9 @@ FINETUNE_PROXIES: dict[str, tuple[str, ...]] = {
     "semantic": ("finetune_dice", "finetune_loss", "finetune_train_loss"),
     "instance": ("finetune_aji_plus", "finetune_dice", "finetune_loss", "finetune_train_loss"),
 }
-Proxy = Literal[
-    "dice",
-    "fg_dice",
-    "dist_r2",
-    "aji_plus",
-    "finetune_dice",
-    "finetune_aji_plus",
-    "finetune_loss",
-    "finetune_train_loss",
-]
-Probe = Literal["readout", "finetune"]
-PROBES: tuple[str, ...] = ("readout", "finetune")
+Proxy = RankProxy
+Probe = RankProbe
+PROBES: tuple[str, ...] = RANK_PROBES
 #: The proxy an encoder is ranked by, per task. Instance: chosen on DSB 2018 (docs/rank.md, bench/rank_validation.py).
 DEFAULT_PROXY: dict[str, Proxy] = {"semantic": "dice", "instance": "fg_dice"}
 PROXY_DESCRIPTIONS: dict[str, str] = {
@@ -95,7 +86,7 @@ PROXY_DESCRIPTIONS: dict[str, str] = {
 BUDGETS: dict[str, tuple[int, int]] = {"quick": (3, 1024), "standard": (5, 2048), "thorough": (10, 4096)}
 #: ``--budget`` presets of ``probe="finetune"``: repeated splits and decoder steps per split.
 FINETUNE_BUDGETS: dict[str, tuple[int, int]] = {"quick": (1, 20), "standard": (2, 15), "thorough": (3, 40)}
-Budget = Literal["quick", "standard", "thorough"]
+Budget = RankBudget
 #: Fewer labelled images than this: the ranking is reported with a warning.
 FEW_IMAGES = 8
 #: Baseline backbone when no other candidate fixes one.
