@@ -50,6 +50,17 @@ SEEDS = (0, 1, 2)
 ZOO_TWIN = "@zoo-folder"
 
 
+#: the fine-tuned metrics the ground truth reports per task, the first the one a proxy must predict
+GT_METRICS: dict[str, tuple[str, ...]] = {"instance": ("aji_plus", "dice"), "semantic": ("dice",)}
+METRIC_LABEL = {"aji_plus": "AJI+", "dice": "DSC"}
+
+
+def validation_task(out: Path) -> str:
+    """The task of the validation set in ``out`` (``prepare`` writes ``OUT/task.txt``; older sets: instance)."""
+    path = Path(out) / "task.txt"
+    return path.read_text().strip() if path.is_file() else "instance"
+
+
 def _log(message: str) -> None:
     print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {message}", flush=True)
 
@@ -60,8 +71,13 @@ def prepare(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "task.txt").write_text(("semantic" if args.dataset == "isic2017" else "instance") + "\n")
     if args.dataset == "monuseg":
         prepare_monuseg(args)
+        return
+    if args.dataset == "isic2017":
+        prepare_isic(args)
         return
     out = Path(args.out) / "data"
     rows = list(csv.DictReader((Path(args.data) / "train_manifest.csv").open()))
@@ -123,6 +139,36 @@ def prepare_monuseg(args: argparse.Namespace) -> None:
             labels = relabel_sequential(mask.astype(np.int32))[0].astype(np.uint16)
             Image.fromarray(labels).save(out / split / "masks" / f"{name}.png")
         _log(f"{out / split}: {count} crops of {args.crop} px from {', '.join(s.id for s in group)}")
+
+
+def prepare_isic(args: argparse.Namespace) -> None:
+    """The held-out ISIC 2017 validation (semantic): images of the 150 ``val`` images, which no CPU zoo encoder was
+    pretrained on (``configs/zoo/cpu.yaml`` pretrains on ``train`` + ``unlabeled``).
+
+    A seeded draw of ``--n-train`` labelled and ``--n-test`` scoring images, each squeezed whole to ``--resize``
+    px square (bilinear; masks nearest, 0/255), as the CPU zoo's ISIC probe and pretraining see them, written as
+    PNG. The packaged ISIC-fine-tuned segmenter's encoder is no candidate here (it was trained on ISIC labels).
+    """
+    import numpy as np
+    from PIL import Image
+
+    from sslzoo.data.datasets import open_dataset
+
+    data = Path(args.data) if args.data != str(DEFAULT_DATA) else DEFAULT_DATA.parent / "isic2017"
+    samples = sorted((s for s in open_dataset(data, "isic2017").labelled() if s.split == "val"), key=lambda s: s.id)
+    rng = np.random.default_rng(args.seed)
+    picked = [samples[i] for i in rng.permutation(len(samples))[: args.n_train + args.n_test]]
+    out = Path(args.out) / "data"
+    size = (args.resize, args.resize)
+    for split, group in (("train", picked[: args.n_train]), ("test", picked[args.n_train :])):
+        for sub in ("images", "masks"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
+        for sample in group:
+            image = Image.open(sample.image).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+            image.save(out / split / "images" / f"{sample.id}.png")
+            mask = np.asarray(Image.open(sample.mask).convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+            Image.fromarray((mask * 255).astype(np.uint8)).save(out / split / "masks" / f"{sample.id}.png")
+        _log(f"{out / split}: {len(group)} ISIC val images squeezed to {args.resize} px")
 
 
 def extract_segmenter_encoders(out: Path) -> None:
@@ -211,9 +257,9 @@ def groundtruth_run(name: str, spec: str, seed: int, args: argparse.Namespace) -
     out = Path(args.out) / "gt" / f"{mode}-{args.steps}" / name / f"seed{seed}"
     decoder = (256, 128, 64, 32, 16)  # smp's default widths: ~4x cheaper than the authors' 512..32 on this CPU
     config = FinetuneConfig(
-        init=spec, backbone="resnet18", task="instance", rate=1.0, frozen=not args.unfrozen, seed=seed, epochs=1,
-        max_steps=args.steps, batch_size=8, lr=1e-3, tile_size=128, val_fraction=0.0, patience=args.steps,
-        workers=0, decoder_channels=decoder,
+        init=spec, backbone="resnet18", task=validation_task(Path(args.out)), rate=1.0, frozen=not args.unfrozen,
+        seed=seed, epochs=1, max_steps=args.steps, batch_size=8, lr=1e-3, tile_size=128, val_fraction=0.0,
+        patience=args.steps, workers=0, decoder_channels=decoder,
     )  # fmt: skip
     began = time.perf_counter()
     result = finetune(config, Path(args.out) / "data", out, accelerator="cpu", devices=1, resume=True, progress=False)
@@ -249,8 +295,8 @@ def groundtruth(args: argparse.Namespace) -> None:
                 except Exception as exc:  # keep going: one broken entry must not stop the sweep
                     _log(f"{name} seed {seed}: FAILED {type(exc).__name__}: {exc}")
                     break
-                _log(f"{name} seed {seed}: aji_plus {run['score']:.4f} dice {run['scores']['dice']:.4f} "
-                     f"({run['seconds']:.0f} s)")  # fmt: skip
+                metrics = " ".join(f"{k} {v:.4f}" for k, v in run["scores"].items() if k in METRIC_LABEL)
+                _log(f"{name} seed {seed}: {metrics} ({run['seconds']:.0f} s)")
             done.add(name)
         if deadline is None or dt.datetime.now(dt.UTC) > deadline:
             return
@@ -258,7 +304,8 @@ def groundtruth(args: argparse.Namespace) -> None:
 
 
 def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
-    """``{encoder: {"aji_plus": mean, "dice": mean, "seeds": n, "std": ...}}`` of the finished 3-seed runs."""
+    """``{encoder: {metric: mean, metric_std: sd, "seeds": n, "per_seed": ...}}`` of the finished 3-seed runs, for
+    every metric of :data:`GT_METRICS` of the set's task."""
     import numpy as np
 
     table = {}
@@ -271,13 +318,11 @@ def load_groundtruth(out: Path, mode: str) -> dict[str, dict]:
         }
         if len(per_seed) < len(SEEDS):
             continue
-        aji = [scores["aji_plus"] for scores in per_seed.values()]
-        dice = [scores["dice"] for scores in per_seed.values()]
-        table[folder.name] = {
-            "aji_plus": float(np.mean(aji)), "aji_plus_std": float(np.std(aji, ddof=1)),
-            "dice": float(np.mean(dice)), "dice_std": float(np.std(dice, ddof=1)), "seeds": len(per_seed),
-            "per_seed": per_seed,
-        }  # fmt: skip
+        row: dict = {"seeds": len(per_seed), "per_seed": per_seed}
+        for metric in GT_METRICS[validation_task(out)]:
+            values = [scores[metric] for scores in per_seed.values()]
+            row.update({metric: float(np.mean(values)), f"{metric}_std": float(np.std(values, ddof=1))})
+        table[folder.name] = row
     return table
 
 
@@ -308,7 +353,7 @@ def proxy(args: argparse.Namespace) -> None:
         if target.is_file() and not args.force:
             continue
         load, cpu, began = os.getloadavg(), _cpu_seconds(), time.perf_counter()
-        ranking = rank_folder(out / "data" / "train", "instance", [spec], settings)
+        ranking = rank_folder(out / "data" / "train", validation_task(out), [spec], settings)  # type: ignore[arg-type]
         row = ranking.ranking[0].model_dump(mode="json")
         row.update(encoder=name, wall_seconds=time.perf_counter() - began, cpu_seconds=_cpu_seconds() - cpu)
         row.update(loadavg=load, threads=args.threads, n_images=ranking.n_images)
@@ -340,7 +385,7 @@ def timing(args: argparse.Namespace) -> None:
     # the zoo-folder twin of a packaged name is left out: a user cannot name both (their names clash)
     specs = [spec for name, spec in candidate_specs(out) if not name.endswith(ZOO_TWIN)]
     settings = RankSettings.from_budget(args.budget, probe=args.probe)
-    ranking = rank_folder(out / "data" / "train", "instance", specs, settings)
+    ranking = rank_folder(out / "data" / "train", validation_task(out), specs, settings)  # type: ignore[arg-type]
     kind = "finetune-" if args.probe == "finetune" else ""
     wall, cpu = time.perf_counter() - began, _cpu_seconds() - cpu
     record = {
@@ -402,20 +447,20 @@ def short_finetune_lines(out: Path, truths: dict[str, dict[str, dict]]) -> list[
     import numpy as np
 
     lines = []
+    metric = GT_METRICS[validation_task(out)][0]
     for mode_dir in sorted((out / "gt").glob("*")):
         runs: dict[str, list[float]] = {}
         for result in mode_dir.glob("*/seed*/result.json"):
             if int(result.parent.name[4:]) not in SEEDS:
-                runs.setdefault(result.parent.parent.name, []).append(
-                    json.loads(result.read_text())["scores"]["aji_plus"]
-                )
+                runs.setdefault(result.parent.parent.name, []).append(json.loads(result.read_text())["scores"][metric])
         for truth_mode, truth in truths.items():
             names = sorted(n for n in runs if n in truth)
             if len(names) < 3:
                 continue
-            rho, lo, hi = spearman_ci([float(np.mean(runs[n])) for n in names], [truth[n]["aji_plus"] for n in names])
+            rho, lo, hi = spearman_ci([float(np.mean(runs[n])) for n in names], [truth[n][metric] for n in names])
             lines.append(
-                f"short fine-tune as proxy: AJI+ of {mode_dir.name} (seeds outside 0-2) vs the {truth_mode} "
+                f"short fine-tune as proxy: {METRIC_LABEL[metric]} of {mode_dir.name} (seeds outside 0-2) vs the "
+                f"{truth_mode} "
                 f"ground truth: "
                 f"Spearman {rho:.2f} [{lo:.2f}, {hi:.2f}] over {len(names)} encoders"
             )
@@ -426,6 +471,8 @@ def report(args: argparse.Namespace) -> None:
     out = Path(args.out)
     rows_all = load_proxy(out, args.budget, args.seed, args.first_stage, args.probe)
     lines = []
+    metrics = GT_METRICS[validation_task(out)]
+    first = metrics[0]
     truths = {p.name: load_groundtruth(out, p.name) for p in sorted((out / "gt").glob("*"))}
     for mode, gt in truths.items():
         rows = [r for r in rows_all if r["encoder"] in gt]
@@ -433,20 +480,22 @@ def report(args: argparse.Namespace) -> None:
             lines.append(f"{mode}: only {len(rows)} encoders with 3 seeds; no correlation")
             continue
         lines.append(f"\n### ground truth: {mode} ({len(rows)} encoders, 3 seeds each)\n")
-        lines.append("| encoder | fine-tuned AJI+ | fine-tuned DSC | " + " | ".join(rows[0]["proxies"]) + " |")
-        lines.append("|---|---|---|" + "---|" * len(rows[0]["proxies"]))
-        for r in sorted(rows, key=lambda r: -gt[r["encoder"]]["aji_plus"]):
+        heads = " | ".join(f"fine-tuned {METRIC_LABEL[m]}" for m in metrics)
+        lines.append(f"| encoder | {heads} | " + " | ".join(rows[0]["proxies"]) + " |")
+        lines.append("|---|" + "---|" * (len(metrics) + len(rows[0]["proxies"])))
+        for r in sorted(rows, key=lambda r: -gt[r["encoder"]][first]):
             g = gt[r["encoder"]]
             cells = " | ".join(f"{v:.3f}" for v in r["proxies"].values())
-            lines.append(
-                f"| {r['encoder']} | {g['aji_plus']:.3f} ± {g['aji_plus_std']:.3f} | {g['dice']:.3f} | {cells} |"
+            truth_cells = " | ".join(
+                [f"{g[first]:.3f} ± {g[f'{first}_std']:.3f}", *(f"{g[m]:.3f}" for m in metrics[1:])]
             )
+            lines.append(f"| {r['encoder']} | {truth_cells} | {cells} |")
         from itertools import combinations
 
         from scipy.stats import spearmanr
 
         names = [r["encoder"] for r in rows]
-        for metric in ("aji_plus", "dice"):
+        for metric in metrics:
             pairs = [
                 spearmanr(
                     [gt[n]["per_seed"][a][metric] for n in names], [gt[n]["per_seed"][b][metric] for n in names]
@@ -460,7 +509,7 @@ def report(args: argparse.Namespace) -> None:
             )
         lines.append("\n| proxy | vs | Spearman rho | 95 % bootstrap CI | p (two-sided) |\n|---|---|---|---|---|")
         for proxy_name in rows[0]["proxies"]:
-            for metric in ("aji_plus", "dice"):
+            for metric in metrics:
                 xs, ys = [r["proxies"][proxy_name] for r in rows], [gt[r["encoder"]][metric] for r in rows]
                 rho, lo, hi = spearman_ci(xs, ys)
                 p_value = float(spearmanr(xs, ys).pvalue)
@@ -575,7 +624,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare")
-    p.add_argument("--dataset", choices=["dsb2018", "monuseg"], default="dsb2018", help="monuseg: held-out crops")
+    p.add_argument(
+        "--dataset", choices=["dsb2018", "monuseg", "isic2017"], default="dsb2018",
+        help="monuseg: held-out crops (instance); isic2017: held-out val images, squeezed (semantic)",
+    )  # fmt: skip
+    p.add_argument("--resize", type=int, default=128, help="isic2017: squeeze every image to this square size")
     p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (monuseg: its folder)")
     p.add_argument("--crop", type=int, default=250, help="monuseg: crop size (px)")
     p.add_argument("--n-train", type=int, default=20)
