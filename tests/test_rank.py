@@ -231,6 +231,61 @@ def test_recommendation_says_when_the_lead_is_clear_close_or_random():
     assert worst.endswith("no pretrained encoder beats random init on these images")
 
 
+def test_split_agreement_is_one_for_identical_orders_minus_one_for_reversed_and_none_when_undefined():
+    from sslzoo.downstream.rank import split_agreement
+
+    same = {"a": [0.9, 0.8, 0.7], "b": [0.5, 0.4, 0.3], "c": [0.1, 0.2, 0.0]}
+    assert split_agreement(same) == pytest.approx(1.0)
+    reversed_ = {"a": [0.9, 0.1], "b": [0.5, 0.5], "c": [0.1, 0.9]}
+    assert split_agreement(reversed_) == pytest.approx(-1.0)
+    # split 2 scores every encoder alike (no order): only the pair (1, 3) counts
+    assert split_agreement({"a": [0.9, 0.5, 0.8], "b": [0.5, 0.5, 0.4], "c": [0.1, 0.5, 0.6]}) == pytest.approx(0.5)
+    assert split_agreement({"a": [0.9, 0.1], "b": [0.5, 0.5]}) is None  # 2 encoders: no rank correlation
+    assert split_agreement({"a": [0.9], "b": [0.5], "c": [0.1]}) is None  # one split
+    assert split_agreement({"a": [0.5, 0.5], "b": [0.5, 0.5], "c": [0.5, 0.5]}) is None
+
+
+def test_a_ranking_whose_splits_disagree_says_so_in_a_warning_and_the_cli_prints_the_agreement(
+    zeroed_encoder, monkeypatch, tmp_path
+):
+    import io
+
+    import torch
+
+    import sslzoo.downstream.rank as rank
+    from sslzoo.cli.rank import print_table
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, save_encoder
+
+    torch.manual_seed(5)
+    other = save_encoder(
+        create_encoder("resnet18"),
+        tmp_path / "other-encoder",
+        EncoderConfig(backbone="resnet18", method="random", dataset="none"),
+    )
+    images, masks = blobs(8)
+    settings = rank.RankSettings(**QUICK, seed=0)
+    encoders = [str(zeroed_encoder), "random", str(other)]
+    stable = rank.rank_encoders(images, masks, "instance", encoders, settings)
+    assert stable.split_agreement is not None and -1.0 <= stable.split_agreement <= 1.0
+    seen: list[dict] = []
+
+    def disagreeing(per_split: dict[str, list[float]]) -> float:
+        seen.append(per_split)
+        return 0.1
+
+    monkeypatch.setattr(rank, "split_agreement", disagreeing)
+    noisy = rank.rank_encoders(images, masks, "instance", encoders, settings)
+    assert noisy.split_agreement == 0.1 and any(
+        "order the encoders alike only at Spearman 0.10" in w for w in noisy.warnings
+    )
+    assert all(len(scores) == 3 for scores in seen[0].values())  # one score per split and encoder
+    flagged = any("order the encoders alike" in w for w in stable.warnings)
+    assert flagged == (stable.split_agreement < rank.UNSTABLE_AGREEMENT)
+    out = io.StringIO()
+    print_table(noisy, out)
+    assert "split agreement: 0.10" in out.getvalue() and "warning: the 3 splits order" in out.getvalue()
+
+
 def test_an_encoder_with_overflowed_weights_is_ranked_last_with_a_warning_instead_of_crashing(tmp_path):
     """inf in a batch-norm buffer (float16 overflow) gives inf/NaN features: the ridge must not fail on them."""
     import torch

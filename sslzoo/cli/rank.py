@@ -76,6 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def print_table(ranking: Ranking, out: TextIO) -> None:
     """Rank, encoder, score ± std, the other proxies, where it comes from; then timing and the recommendation."""
+    from sslzoo.downstream.rank import UNSTABLE_AGREEMENT
+
     names = list(ranking.ranking[0].proxies) if ranking.ranking else []
     width = max([len("encoder")] + [len(r.encoder) for r in ranking.ranking])
     header = f"{'rank':>4}  {'encoder':<{width}}  {'score':>7}  {'± std':>6}  " + "  ".join(f"{n:>8}" for n in names)
@@ -92,6 +94,12 @@ def print_table(ranking: Ranking, out: TextIO) -> None:
         f"{ranking.n_images} images ({ranking.test_images_per_split} held out each); {ranking.seconds:.1f} s",
         file=out,
     )
+    if ranking.split_agreement is not None:
+        print(
+            f"split agreement: {ranking.split_agreement:.2f} (Spearman between the splits' encoder orders; "
+            f"below {UNSTABLE_AGREEMENT} the order is mostly noise)",
+            file=out,
+        )
     for warning in ranking.warnings:
         print(f"warning: {warning}", file=out)
     print(f"recommendation: {ranking.recommendation}", file=out)

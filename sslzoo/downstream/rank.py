@@ -89,6 +89,8 @@ FINETUNE_BUDGETS: dict[str, tuple[int, int]] = {"quick": (1, 20), "standard": (2
 Budget = RankBudget
 #: Fewer labelled images than this: the ranking is reported with a warning.
 FEW_IMAGES = 8
+#: Below this split agreement a ranking carries a warning that its order is mostly noise (docs/rank.md).
+UNSTABLE_AGREEMENT = 0.5
 #: Baseline backbone when no other candidate fixes one.
 DEFAULT_BACKBONE = "resnet18"
 #: Hypercolumns of held-out images kept (float16) between the fitting and the scoring pass; beyond it they are
@@ -164,6 +166,11 @@ class Ranking(BaseModel):
     test_images_per_split: int
     ranking: list[EncoderScore]
     recommendation: str
+    split_agreement: float | None = Field(
+        default=None,
+        description="mean Spearman rho between the encoder orders of every two splits (1: every split orders the "
+        "encoders alike; ~0: the order is noise); stability, not accuracy; None with < 3 encoders or 1 split",
+    )
     warnings: list[str] = Field(default_factory=list)
     seconds: float
     seed: int
@@ -652,6 +659,27 @@ def recommendation_text(task: str, ranking: Sequence[EncoderScore], split_scores
     return line
 
 
+def split_agreement(per_split: dict[str, list[float]]) -> float | None:
+    """Mean over pairs of splits (a, b) of Spearman's rho between the encoders' scores in split a and in split b.
+
+    It measures whether the proxy orders the encoders the same way on different held-out images: a necessary
+    condition for a ranking to mean anything, not a sufficient one (a stable proxy can still mispredict
+    fine-tuning). Pairs where one split scores every encoder alike are skipped; None if no pair is left or there
+    are fewer than 3 encoders or 2 splits.
+    """
+    from scipy.stats import spearmanr
+
+    table = np.asarray(list(per_split.values()), dtype=np.float64)
+    if table.ndim != 2 or table.shape[0] < 3 or table.shape[1] < 2:
+        return None
+    values = []
+    for a in range(table.shape[1]):
+        for b in range(a + 1, table.shape[1]):
+            if np.ptp(table[:, a]) > 0 and np.ptp(table[:, b]) > 0:
+                values.append(float(spearmanr(table[:, a], table[:, b]).statistic))
+    return round(float(np.mean(values)), 4) if values else None
+
+
 def rank_encoders(
     images: Sequence[np.ndarray],
     masks: Sequence[np.ndarray],
@@ -739,6 +767,13 @@ def rank_encoders(
             f"only {len(items)} labelled images: each split holds out {int(splits[0].sum())}; the spread is large and "
             f"the ranking unstable (label {FEW_IMAGES} or more)"
         )
+    agreement = split_agreement(per_split)
+    if agreement is not None and agreement < UNSTABLE_AGREEMENT:
+        warnings.append(
+            f"the {len(splits)} splits order the encoders alike only at Spearman {agreement:.2f} (1 = the same "
+            "order on every split): on these images the encoders differ less than the proxy's noise, so read the "
+            "order as a shortlist, not a verdict; fine-tune the top few, or label more images and rank again"
+        )
     return Ranking(
         task=cast(Task, task),  # checked by prepare_images
         probe=settings.probe,
@@ -749,6 +784,7 @@ def rank_encoders(
         test_images_per_split=int(splits[0].sum()),
         ranking=ranking,
         recommendation=recommendation_text(task, ranking, per_split),
+        split_agreement=agreement,
         warnings=warnings,
         seconds=round(time.perf_counter() - start, 3),
         seed=settings.seed,
