@@ -99,6 +99,8 @@ def prepare(args: argparse.Namespace) -> None:
         extract_segmenter_encoders(Path(args.out) / "encoders")
     if args.synthetic:
         make_synthetic_encoders(Path(args.out))
+    if args.ladder:
+        make_ladder_encoders(Path(args.out))
 
 
 def prepare_monuseg(args: argparse.Namespace) -> None:
@@ -228,6 +230,39 @@ def make_synthetic_encoders(out: Path) -> None:
         encoder.load_state_dict(state)
         base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
         save_encoder(encoder, target, base.model_copy(update={"training": {"synthetic_from": source}}))
+        _log(f"made {target}")
+
+
+#: the ladder's share of random init: w = (1 - a) * E + a * R (docs/rank.md run 8)
+LADDER = (0.25, 0.5, 0.75)
+LADDER_SOURCE = "densecl-resnet18-isic2017-semantic-encoder"
+
+
+def make_ladder_encoders(out: Path) -> None:
+    """A quality ladder between the ISIC-fine-tuned segmenter's encoder E (``--extract``) and a seeded random init
+    R: every floating-point tensor (batch-norm statistics too) is ``(1 - a) * E + a * R`` for each a of
+    :data:`LADDER`, saved as ``synthetic-ladder-a<100a>-encoder``."""
+    import torch
+
+    from sslzoo.models.encoders import EncoderConfig, create_encoder, load_encoder_folder, save_encoder
+
+    source = out / "encoders" / LADDER_SOURCE
+    if not (source / "model.safetensors").is_file():
+        raise SystemExit(f"{source} is missing: run prepare --extract first")
+    for share in LADDER:
+        target = out / "encoders" / f"synthetic-ladder-a{round(share * 100)}-encoder"
+        if (target / "model.safetensors").is_file():
+            continue
+        encoder, config = load_encoder_folder(source)
+        torch.manual_seed(0)
+        random_state = create_encoder("resnet18").state_dict()
+        state = {
+            k: (1 - share) * v + share * random_state[k] if v.is_floating_point() else v
+            for k, v in encoder.state_dict().items()
+        }
+        encoder.load_state_dict(state)
+        base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
+        save_encoder(encoder, target, base.model_copy(update={"training": {"ladder_from": LADDER_SOURCE, "a": share}}))
         _log(f"made {target}")
 
 
@@ -637,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--extract", action="store_true", help="also extract the packaged segmenters' encoders")
     p.add_argument("--synthetic", action="store_true", help="also make two synthetic in-between encoders")
+    p.add_argument("--ladder", action="store_true", help="also make the run-8 quality ladder (needs --extract)")
     p.set_defaults(func=prepare)
     g = sub.add_parser("groundtruth")
     g.add_argument("--steps", type=int, default=40)
