@@ -76,6 +76,36 @@ def test_pretrain_is_reproducible_under_a_seed(image_folder, tmp_path):
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
+def test_a_pretraining_that_crashes_resumes_from_its_last_epoch_and_ends_as_if_uninterrupted(
+    image_folder, tmp_path, monkeypatch
+):
+    """``last.ckpt`` is written at every epoch end, and shuffle and views are seeded from (seed, epoch) at every
+    epoch start: a run that crashes in epoch 3 resumes from epoch 2's end (not from scratch) and, with the same
+    config, ends with the same weights as a run that never crashed (not replaying epoch 0's batches)."""
+    import pytorch_lightning as pl
+
+    import sslzoo.pretext.train as train
+
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    assert main(_pretrain_args(image_folder, whole, "--epochs", "3")) == 0
+
+    class CrashInThirdEpoch(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    timing = train._timing_callback
+    monkeypatch.setattr(train, "_timing_callback", CrashInThirdEpoch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_pretrain_args(image_folder, crashed, "--epochs", "3"))
+    state = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 1 and state["global_step"] > 0  # epoch 1 (the second) finished before the crash
+    monkeypatch.setattr(train, "_timing_callback", timing)
+    assert main(_pretrain_args(image_folder, crashed, "--epochs", "3", "--resume")) == 0
+    a, b = _strict_load_into_unet(whole).state_dict(), _strict_load_into_unet(crashed).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

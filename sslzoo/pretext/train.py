@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from sslzoo.errors import ConfigError, DataError
 from sslzoo.pretext.base import PretextConfig
@@ -25,6 +25,8 @@ from sslzoo.pretext.registry import BASELINES, build_method
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+#: checkpoint key: the epoch a run resumed from this checkpoint starts with (its random streams are seeded for it)
+NEXT_EPOCH_KEY = "sslzoo_next_epoch"
 LAST_CHECKPOINT = "last.ckpt"
 
 
@@ -87,6 +89,60 @@ def _timing_callback() -> Any:
     return EpochTimer()
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle and views: ``SeedSequence([seed, epoch])`` (32 bits)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch.Generator], transform: Any) -> Any:
+    import pytorch_lightning as pl
+
+    def reseed(epoch: int) -> None:
+        value = epoch_seed(seed, epoch)
+        pl.seed_everything(value, workers=True, verbose=False)  # global RNGs (torch, numpy, random)
+        for generator in generators:  # the loader's shuffle order; its worker seeds
+            generator.manual_seed(value)
+        if hasattr(transform, "set_random_seed"):
+            transform.set_random_seed(value)  # the views (albumentations keeps its own generator)
+
+    class ResumableEpochs(pl.Callback):
+        """Epoch-end checkpoints and per-epoch random streams, so a crashed run resumes where it was.
+
+        - ``path`` (``last.ckpt``) is written at the end of every training epoch: a crash loses at most one epoch.
+          Written by hand: Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last`` only after
+          a top-k save (Lightning 2.6), so it never wrote one during training.
+        - Every epoch draws its shuffle and views from :func:`epoch_seed` (seed, epoch), and the checkpoint records
+          the epoch a resumed run starts with. Lightning restores no random state and builds the first loader
+          iterator (prefetching a batch) before any epoch hook, so :meth:`on_load_checkpoint` reseeds for that
+          epoch before it: a resumed run draws the batches the uninterrupted one would have drawn.
+        """
+
+        def __init__(self) -> None:
+            self.saving_epoch_end = False
+
+        def on_load_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+            if (epoch := checkpoint.get(NEXT_EPOCH_KEY)) is not None:
+                reseed(int(epoch))
+
+        def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict) -> None:
+            # at an epoch end Lightning resumes with the next epoch; after fit with the epoch it counts now
+            checkpoint[NEXT_EPOCH_KEY] = trainer.current_epoch + int(self.saving_epoch_end)
+
+        def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            reseed(trainer.current_epoch)
+
+        def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+            self.saving_epoch_end = True
+            try:
+                trainer.save_checkpoint(str(path))
+            finally:
+                self.saving_epoch_end = False
+
+    return ResumableEpochs()
+
+
 # ---------------------------------------------------------------------------- API
 def export_baseline(config: PretextConfig, out_dir: str | Path) -> Path:
     """``random`` / ``imagenet``: nothing to train, export ``baseline_encoder(method)`` as it is."""
@@ -129,7 +185,6 @@ def pretrain(
         raise ConfigError(f"method {config.method!r} trains on unlabelled images: pass --data FOLDER")
 
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -152,15 +207,19 @@ def pretrain(
     config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
     method = build_method(config)  # validates method name and params before any work
 
+    # two generators: the loader draws its worker seed when it builds an iterator, which Lightning does before the
+    # epoch hook on resume and after it otherwise; the shuffle must not depend on that order
+    shuffle, worker_seeds = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
-        shuffle=True,
+        sampler=RandomSampler(dataset, generator=shuffle),
         drop_last=True,
         num_workers=workers,
-        persistent_workers=workers > 0,
+        # workers start afresh each epoch, so each is reseeded from that epoch's seed (_resumable_epochs_callback)
+        persistent_workers=False,
         pin_memory=torch.cuda.is_available() and accelerator != "cpu",
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=worker_seeds,
         worker_init_fn=seed_worker_transform,
     )
     checkpoint_dir = out / CHECKPOINT_DIR
@@ -184,8 +243,8 @@ def pretrain(
         default_root_dir=str(out),
         logger=CSVLogger(str(out), name="logs"),
         callbacks=[
-            ModelCheckpoint(dirpath=str(checkpoint_dir), save_last=True, save_top_k=0, every_n_epochs=1),
             _timing_callback(),
+            _resumable_epochs_callback(last, config.seed, (shuffle, worker_seeds), transform),
         ],
         log_every_n_steps=1,
         enable_progress_bar=progress,
@@ -195,8 +254,7 @@ def pretrain(
     started = time.perf_counter()
     trainer.fit(method, train_dataloaders=loader, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - started
-    if not last.is_file():  # runs shorter than an epoch end before the epoch-end checkpoint
-        trainer.save_checkpoint(str(last))
+    trainer.save_checkpoint(str(last))  # the final state (a run may end by max_steps within an epoch)
     if trainer.is_global_zero:
         method.export_encoder(
             out,
