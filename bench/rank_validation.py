@@ -596,7 +596,8 @@ def compare_rest(args: argparse.Namespace) -> None:
     data = Path(args.data_dir) if args.data_dir else Path(args.out) / "data" / "train"
     env = dict(os.environ, SSLZOO_TORCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     sslzoo = [sys.executable, "-m", "sslzoo"]
-    cli_command = [*sslzoo, "rank", "--data", str(data), "--task", "instance", "--budget", args.budget, "--json"]
+    task = validation_task(Path(args.out))
+    cli_command = [*sslzoo, "rank", "--data", str(data), "--task", task, "--budget", args.budget, "--json"]
     cli_command += ["--threads", str(args.threads)]
     began = time.perf_counter()
     cli = json.loads(subprocess.run(cli_command, env=env, check=True, capture_output=True, text=True).stdout)
@@ -625,14 +626,14 @@ def compare_rest(args: argparse.Namespace) -> None:
         for i, image in enumerate(sorted((data / "images").glob("*.png"))):
             files.append((f"image_{i}", (image.name, image.read_bytes(), "image/png")))
             files.append((f"mask_{i}", (image.name, (data / "masks" / image.name).read_bytes(), "image/png")))
-        fields = {"task": "instance", "budget": args.budget}
+        fields = {"task": task, "budget": args.budget}
         began = time.perf_counter()
         reply = httpx.post(url, headers=headers, data=fields, files=files, timeout=600)
         rest_seconds = time.perf_counter() - began
         reply.raise_for_status()
         rest = reply.json()
         _log(f"REST: {[r['encoder'] for r in rest['ranking']]} in {rest_seconds:.1f} s")
-        bad = httpx.post(url, headers=headers, data={"task": "instance"}, files=files[::2], timeout=60)
+        bad = httpx.post(url, headers=headers, data={"task": task}, files=files[::2], timeout=60)
         _log(f"REST without masks: {bad.status_code} {bad.json()['message'][:100]}")
         ping = httpx.get(f"http://127.0.0.1:{ports[0]}/ping", timeout=10)
         _log(f"GET /ping after the bad request: {ping.status_code}")

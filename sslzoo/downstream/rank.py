@@ -839,7 +839,8 @@ def plot_ranking(ranking: Ranking, path: str | Path) -> Path:
     colours = ["#9e9e9e" if r.method == "random" else "#3b75af" for r in rows]
     ax.barh([r.encoder for r in rows], [r.score for r in rows], xerr=[r.std for r in rows], color=colours, capsize=3)
     ax.set_xlabel(f"{ranking.proxy_description}\n(mean ± std over {ranking.n_splits} splits; grey: random init)")
-    ax.set_title(f"encoders for {ranking.n_images} labelled images ({ranking.task})", fontsize=10)
+    agreement = "" if ranking.split_agreement is None else f"; split agreement {ranking.split_agreement:.2f}"
+    ax.set_title(f"encoders for {ranking.n_images} labelled images ({ranking.task}{agreement})", fontsize=10)
     low = min(r.score - r.std for r in rows)
     ax.set_xlim(max(0.0, low - 0.05) if low > 0 else low - 0.05, None)
     fig.tight_layout()
