@@ -594,7 +594,10 @@ def compare_rest(args: argparse.Namespace) -> None:
     from sslzoo.serving.server import free_ports
 
     data = Path(args.data_dir) if args.data_dir else Path(args.out) / "data" / "train"
-    env = dict(os.environ, SSLZOO_TORCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    from sslzoo.serving.server import absolute_path_env
+
+    # the server runs in its own work folder: relative $SSLZOO_ZOO_DIR etc. are made absolute against this one
+    env = absolute_path_env(dict(os.environ, SSLZOO_TORCH_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads)))
     sslzoo = [sys.executable, "-m", "sslzoo"]
     task = validation_task(Path(args.out))
     cli_command = [*sslzoo, "rank", "--data", str(data), "--task", task, "--budget", args.budget, "--json"]

@@ -222,6 +222,26 @@ def first_key(path: Path) -> str | None:
         return None
 
 
+#: Environment variables holding paths (``os.pathsep``-separated lists too) that handlers read. TorchServe runs its
+#: workers in the server's work folder, so a relative value would point elsewhere there.
+PATH_ENV_VARS = ("SSLZOO_ZOO_DIR", "SSLZOO_DEFAULTS_DIR", "SSLZOO_SHARED_DATA", "HF_HOME", "HF_HUB_CACHE", "TORCH_HOME")
+
+
+def absolute_path_env(env: Mapping[str, str], cwd: Path | None = None) -> dict[str, str]:
+    """``env`` with every relative path in :data:`PATH_ENV_VARS` made absolute against ``cwd`` (default: the
+    current folder), so the workers resolve what the caller meant; other variables are unchanged."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    out = dict(env)
+    for name in PATH_ENV_VARS:
+        if out.get(name, "").strip():
+            parts = out[name].split(os.pathsep)
+            out[name] = os.pathsep.join(
+                str(base / Path(p).expanduser()) if p.strip() and not Path(p).expanduser().is_absolute() else p
+                for p in parts
+            )
+    return out
+
+
 class TorchServeProcess:
     """``torchserve --foreground`` in its own process group; a context manager that always stops it."""
 
@@ -239,7 +259,7 @@ class TorchServeProcess:
         tmp.mkdir(parents=True, exist_ok=True)
         logs = workdir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
+        env = absolute_path_env(os.environ)
         # TorchServe keeps its pid file and worker sockets in the temp dir: one per server avoids clashes
         env.update(TMPDIR=str(tmp), TEMP=str(tmp), LOG_LOCATION=str(logs), METRICS_LOCATION=str(logs))
         env.update(extra_env or {})
