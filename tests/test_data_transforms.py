@@ -213,6 +213,24 @@ def test_two_view_dataset_length_and_regions(tmp_path) -> None:
         dataset[7]
 
 
+def test_seeded_views_depend_on_seed_epoch_and_item_only(tmp_path) -> None:
+    import copy
+
+    paths = [write_image(tmp_path / f"{i}.png", synthetic_nuclei(size=96, n=6, seed=i)[0]) for i in range(2)]
+    dataset = TwoViewDataset(paths, two_view_transform("monuseg", size=48), size=48)
+    dataset.seed_views(3, epoch=0)
+    first = [dataset[i][0] for i in (0, 5)]
+    _ = [dataset[i] for i in (1, 2, 7)]  # other draws in between change nothing
+    assert all(torch.equal(a, dataset[i][0]) for a, i in zip(first, (0, 5), strict=True))
+    assert not torch.equal(first[0], dataset[5][0])  # items differ
+    dataset.seed_views(3, epoch=1)
+    assert not torch.equal(first[0], dataset[0][0])  # a new epoch draws new views
+    clone = copy.deepcopy(dataset)  # a pickle outside process start-up keeps a plain copy of the epoch
+    assert torch.equal(clone[0][0], dataset[0][0])
+    dataset.seed_views(None)
+    assert not torch.equal(dataset[0][0], dataset[0][0])  # unseeded: the transform's own stream
+
+
 def test_two_view_dataset_in_a_dataloader_with_workers(tmp_path) -> None:
     paths = [write_image(tmp_path / f"{i}.png", synthetic_nuclei(size=96, n=6, seed=i)[0]) for i in range(3)]
     dataset = TwoViewDataset(paths, two_view_transform("monuseg", size=48), size=48)

@@ -106,6 +106,18 @@ def test_a_pretraining_that_crashes_resumes_from_its_last_epoch_and_ends_as_if_u
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_pretraining_gives_the_same_encoder_with_any_number_of_loader_workers(image_folder, tmp_path):
+    """Views are drawn per item from (seed, epoch, item), and the epoch reaches persistent workers through shared
+    memory: 0 workers and 2 persistent workers over 2 epochs give bit-identical weights."""
+    runs = {}
+    for workers in ("0", "2"):
+        args = _pretrain_args(image_folder, tmp_path / f"w{workers}", "--epochs", "2")
+        args[args.index("--workers") + 1] = workers
+        assert main(args) == 0
+        runs[workers] = _strict_load_into_unet(tmp_path / f"w{workers}").state_dict()
+    assert all(torch.equal(runs["0"][k], runs["2"][k]) for k in runs["0"])
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

@@ -38,6 +38,13 @@ def image_shape(source: Path | np.ndarray) -> tuple[int, int]:
     return int(image.shape[0]), int(image.shape[1])
 
 
+class _EpochCopy:
+    """A plain stand-in for the shared epoch counter in a pickled copy of a :class:`TwoViewDataset`."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
 class TwoViewDataset(Dataset):
     """Tiles of unlabelled images → ``(view1, view2)`` tensor pairs for SSL pretraining.
 
@@ -78,6 +85,8 @@ class TwoViewDataset(Dataset):
             self.tiles.extend((index, tile) for tile in tile_grid(height, width, size, overlap=0))
         self._cache: dict[int, np.ndarray] = {}
         self._cache_pid = os.getpid()
+        self._view_seed: int | None = None
+        self._epoch: Any = None  # shared-memory int once seed_views is called (workers read it)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -114,12 +123,38 @@ class TwoViewDataset(Dataset):
         # a fresh array: transforms may write into it, and it must not alias the cached image
         return np.array(tile) if tile is region else tile
 
+    def seed_views(self, seed: int | None, epoch: int = 0) -> None:
+        """Draw item ``i``'s views from ``SeedSequence([seed, epoch, i])`` (``None``: the transform's own stream).
+
+        The epoch sits in shared memory, so DataLoader workers, persistent ones too, see later calls. Seeded, an
+        item's views depend on (seed, epoch, item) only: not on the worker count, the shuffle order or on what
+        was drawn before, so a resumed run draws what an uninterrupted one would have drawn.
+        """
+        if seed is None:
+            self._view_seed = None
+            return
+        if self._epoch is None:
+            import multiprocessing
+
+            self._epoch = multiprocessing.RawValue("q", 0)
+        self._view_seed = int(seed)
+        self._epoch.value = int(epoch)
+
     def __getitem__(self, item: int) -> ViewPair:
         if not -len(self) <= item < len(self):
             raise IndexError(f"item {item} out of range for {len(self)} tiles")
-        return self.transform(self.tile(item % len(self)))
+        item %= len(self)
+        if self._view_seed is not None and hasattr(self.transform, "set_random_seed"):
+            state = np.random.SeedSequence([self._view_seed, self._epoch.value, item]).generate_state(1)[0]
+            self.transform.set_random_seed(int(state))
+        return self.transform(self.tile(item))
 
     def __getstate__(self) -> dict[str, Any]:
+        from multiprocessing.context import get_spawning_popen
+
         state = self.__dict__.copy()
         state["_cache"] = {}  # do not ship decoded images to spawned workers
+        if state["_epoch"] is not None and get_spawning_popen() is None:
+            # shared memory travels only to a process being started; any other pickle (deepcopy, saving) gets a copy
+            state["_epoch"] = _EpochCopy(self._epoch.value)
         return state

@@ -96,7 +96,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch.Generator], transform: Any) -> Any:
+def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch.Generator], dataset: Any) -> Any:
     import pytorch_lightning as pl
 
     def reseed(epoch: int) -> None:
@@ -104,8 +104,10 @@ def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch
         pl.seed_everything(value, workers=True, verbose=False)  # global RNGs (torch, numpy, random)
         for generator in generators:  # the loader's shuffle order; its worker seeds
             generator.manual_seed(value)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(value)  # the views (albumentations keeps its own generator)
+        if hasattr(dataset, "seed_views"):
+            dataset.seed_views(seed, epoch)  # per item (TwoViewDataset); workers read the epoch from shared memory
+        elif hasattr(transform := getattr(dataset, "transform", None), "set_random_seed"):
+            cast(Any, transform).set_random_seed(value)  # another dataset: reseed its views' stream (workers=0)
 
     class ResumableEpochs(pl.Callback):
         """Epoch-end checkpoints and per-epoch random streams, so a crashed run resumes where it was.
@@ -113,7 +115,8 @@ def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch
         - ``path`` (``last.ckpt``) is written at the end of every training epoch: a crash loses at most one epoch.
           Written by hand: Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last`` only after
           a top-k save (Lightning 2.6), so it never wrote one during training.
-        - Every epoch draws its shuffle and views from :func:`epoch_seed` (seed, epoch), and the checkpoint records
+        - Every epoch draws its shuffle from :func:`epoch_seed` (seed, epoch) and each item's views from (seed,
+          epoch, item) (``TwoViewDataset.seed_views``), and the checkpoint records
           the epoch a resumed run starts with. Lightning restores no random state and builds the first loader
           iterator (prefetching a batch) before any epoch hook, so :meth:`on_load_checkpoint` reseeds for that
           epoch before it: a resumed run draws the batches the uninterrupted one would have drawn.
@@ -201,7 +204,9 @@ def pretrain(
     from sslzoo.data.transforms import seed_worker_transform
 
     transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
+    if hasattr(dataset, "seed_views"):
+        dataset.seed_views(config.seed, 0)
+    elif hasattr(transform, "set_random_seed"):
         cast(Any, transform).set_random_seed(config.seed)
     samples_per_epoch = (len(dataset) // config.batch_size) * config.batch_size  # drop_last
     config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
@@ -209,15 +214,16 @@ def pretrain(
 
     # two generators: the loader draws its worker seed when it builds an iterator, which Lightning does before the
     # epoch hook on resume and after it otherwise; the shuffle must not depend on that order
-    shuffle, worker_seeds = torch.Generator().manual_seed(config.seed), torch.Generator().manual_seed(config.seed)
+    # (seeded for epoch 0 here already: with workers the first iterator draws its order before any epoch hook)
+    first = epoch_seed(config.seed, 0)
+    shuffle, worker_seeds = torch.Generator().manual_seed(first), torch.Generator().manual_seed(first)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
         sampler=RandomSampler(dataset, generator=shuffle),
         drop_last=True,
         num_workers=workers,
-        # workers start afresh each epoch, so each is reseeded from that epoch's seed (_resumable_epochs_callback)
-        persistent_workers=False,
+        persistent_workers=workers > 0,  # views are seeded per item and epoch (shared memory), not per worker
         pin_memory=torch.cuda.is_available() and accelerator != "cpu",
         generator=worker_seeds,
         worker_init_fn=seed_worker_transform,
@@ -244,7 +250,7 @@ def pretrain(
         logger=CSVLogger(str(out), name="logs"),
         callbacks=[
             _timing_callback(),
-            _resumable_epochs_callback(last, config.seed, (shuffle, worker_seeds), transform),
+            _resumable_epochs_callback(last, config.seed, (shuffle, worker_seeds), dataset),
         ],
         log_every_n_steps=1,
         enable_progress_bar=progress,
