@@ -116,10 +116,10 @@ def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch
           Written by hand: Lightning's ``ModelCheckpoint(save_top_k=0, save_last=True)`` writes ``last`` only after
           a top-k save (Lightning 2.6), so it never wrote one during training.
         - Every epoch draws its shuffle from :func:`epoch_seed` (seed, epoch) and each item's views from (seed,
-          epoch, item) (``TwoViewDataset.seed_views``), and the checkpoint records
-          the epoch a resumed run starts with. Lightning restores no random state and builds the first loader
-          iterator (prefetching a batch) before any epoch hook, so :meth:`on_load_checkpoint` reseeds for that
-          epoch before it: a resumed run draws the batches the uninterrupted one would have drawn.
+          epoch, item) (``TwoViewDataset.seed_views``), and the checkpoint records the epoch a resumed run starts
+          with. Lightning restores no random state and builds a run's first loader iterator before any epoch hook,
+          so :meth:`on_load_checkpoint` reseeds for that epoch before it: a resumed run draws the batches the
+          uninterrupted one would have drawn.
         """
 
         def __init__(self) -> None:
@@ -212,9 +212,9 @@ def pretrain(
     config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
     method = build_method(config)  # validates method name and params before any work
 
-    # two generators: the loader draws its worker seed when it builds an iterator, which Lightning does before the
-    # epoch hook on resume and after it otherwise; the shuffle must not depend on that order
-    # (seeded for epoch 0 here already: with workers the first iterator draws its order before any epoch hook)
+    # Two generators: the loader draws its worker seed from one when it builds an iterator (before the epoch hook
+    # on a run's first epoch, after it later), so the shuffle must have its own. Both start seeded for epoch 0: with
+    # workers, the first iterator draws its order before any epoch hook.
     first = epoch_seed(config.seed, 0)
     shuffle, worker_seeds = torch.Generator().manual_seed(first), torch.Generator().manual_seed(first)
     loader = DataLoader(
