@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from sslzoo.serving.server import free_ports
+from serve_process import port_arguments, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +84,6 @@ def start_server(root: Path, models: dict, served: list[str], key_file: Path) ->
     """``sslzoo serve`` in a subprocess on free ports; returns once it printed READY."""
     workdir, cwd = root / "work", root / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(6)
     env = dict(
         os.environ,
         SSLZOO_TORCH_THREADS="1",
@@ -94,22 +92,14 @@ def start_server(root: Path, models: dict, served: list[str], key_file: Path) ->
         SSLZOO_MAX_BODY_BYTES=str(REQUEST_LIMIT),
     )
     env.pop("SSLZOO_API_KEYS_FILE", None)
-    command = [
-        sys.executable, "-m", "sslzoo", "serve", "--models", *served,
-        "--inference-port", str(ports[0]), "--management-port", str(ports[1]), "--metrics-port", str(ports[2]),
-        "--engine-port", str(ports[3]), "--grpc-inference-port", str(ports[4]), "--grpc-management-port", str(ports[5]),
-        "--workdir", str(workdir), "--api-keys", str(key_file),
-    ]  # fmt: skip
-    out = root / "serve.out"
-    with out.open("wb") as handle:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while b"sslzoo: READY" not in out.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            log = out.read_text(errors="replace")[-3000:]
-            pytest.fail(f"sslzoo serve did not get ready (exit {process.poll()}):\n{log}")
-        time.sleep(0.5)
+
+    def command(ports: list[int]) -> list[str]:
+        return [
+            sys.executable, "-m", "sslzoo", "serve", "--models", *served, *port_arguments(ports),
+            "--workdir", str(workdir), "--api-keys", str(key_file),
+        ]  # fmt: skip
+
+    process, ports = start_serve(command, workdir, root / "serve.out", cwd, env)
     return Server(process, root, cwd, ports, models)
 
 

@@ -13,13 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from sslzoo.serving.server import free_ports
+from serve_process import port_arguments, start_serve
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +54,6 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("rank-serve")
     (root / "defaults").mkdir()
     (root / "keys.txt").write_text(KEY + "\n")
-    ports = free_ports(6)
     env = dict(
         os.environ,
         SSLZOO_TORCH_THREADS="1",
@@ -67,21 +64,14 @@ def server(tmp_path_factory):
     )
     env.pop("SSLZOO_ZOO_DIR", None)
     env.pop("SSLZOO_API_KEYS_FILE", None)
-    command = [
-        sys.executable, "-m", "sslzoo", "serve", "--models", "rank",
-        "--inference-port", str(ports[0]), "--management-port", str(ports[1]), "--metrics-port", str(ports[2]),
-        "--engine-port", str(ports[3]), "--grpc-inference-port", str(ports[4]), "--grpc-management-port", str(ports[5]),
-        "--workdir", str(root / "work"), "--api-keys", str(root / "keys.txt"),
-    ]  # fmt: skip
-    out = root / "serve.out"
-    with out.open("wb") as handle:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while b"sslzoo: READY" not in out.read_bytes():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"sslzoo serve did not get ready:\n{out.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.5)
+
+    def command(ports: list[int]) -> list[str]:
+        return [
+            sys.executable, "-m", "sslzoo", "serve", "--models", "rank", *port_arguments(ports),
+            "--workdir", str(root / "work"), "--api-keys", str(root / "keys.txt"),
+        ]  # fmt: skip
+
+    process, ports = start_serve(command, root / "work", root / "serve.out", root, env)
     yield f"http://127.0.0.1:{ports[0]}"
     process.send_signal(signal.SIGTERM)
     try:
