@@ -96,18 +96,26 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def seed_data_streams(seed: int, epoch: int, generators: Sequence[torch.Generator], dataset: Any) -> None:
+    """Seed epoch ``epoch``'s data: the loader's ``generators`` (shuffle order, worker seeds) from
+    :func:`epoch_seed`, and the views per item (``TwoViewDataset.seed_views``; another dataset's transform, if it
+    has ``set_random_seed``, from :func:`epoch_seed`). albumentations keeps its own generator, which global seeds
+    do not reach."""
+    value = epoch_seed(seed, epoch)
+    for generator in generators:
+        generator.manual_seed(value)
+    if hasattr(dataset, "seed_views"):
+        dataset.seed_views(seed, epoch)  # workers read the epoch from shared memory
+    elif hasattr(transform := getattr(dataset, "transform", None), "set_random_seed"):
+        cast(Any, transform).set_random_seed(value)
+
+
 def _resumable_epochs_callback(path: Path, seed: int, generators: Sequence[torch.Generator], dataset: Any) -> Any:
     import pytorch_lightning as pl
 
     def reseed(epoch: int) -> None:
-        value = epoch_seed(seed, epoch)
-        pl.seed_everything(value, workers=True, verbose=False)  # global RNGs (torch, numpy, random)
-        for generator in generators:  # the loader's shuffle order; its worker seeds
-            generator.manual_seed(value)
-        if hasattr(dataset, "seed_views"):
-            dataset.seed_views(seed, epoch)  # per item (TwoViewDataset); workers read the epoch from shared memory
-        elif hasattr(transform := getattr(dataset, "transform", None), "set_random_seed"):
-            cast(Any, transform).set_random_seed(value)  # another dataset: reseed its views' stream (workers=0)
+        pl.seed_everything(epoch_seed(seed, epoch), workers=True, verbose=False)  # global RNGs (torch, numpy, random)
+        seed_data_streams(seed, epoch, generators, dataset)
 
     class ResumableEpochs(pl.Callback):
         """Epoch-end checkpoints and per-epoch random streams, so a crashed run resumes where it was.
@@ -199,24 +207,17 @@ def pretrain(
             f"only {len(dataset)} unlabelled images but batch size {config.batch_size}; "
             f"lower --batch-size to at most {len(dataset)} or add images"
         )
-    # albumentations keeps its own generator, which seed_everything does not reach: seed the views from the config
-    # (each loader worker reseeds from the loader's seeded generator), so the same seed gives the same encoder.
     from sslzoo.data.transforms import seed_worker_transform
 
-    transform = getattr(dataset, "transform", None)
-    if hasattr(dataset, "seed_views"):
-        dataset.seed_views(config.seed, 0)
-    elif hasattr(transform, "set_random_seed"):
-        cast(Any, transform).set_random_seed(config.seed)
     samples_per_epoch = (len(dataset) // config.batch_size) * config.batch_size  # drop_last
     config = config.model_copy(update={"samples_per_epoch": samples_per_epoch})
     method = build_method(config)  # validates method name and params before any work
 
     # Two generators: the loader draws its worker seed from one when it builds an iterator (before the epoch hook
-    # on a run's first epoch, after it later), so the shuffle must have its own. Both start seeded for epoch 0: with
-    # workers, the first iterator draws its order before any epoch hook.
-    first = epoch_seed(config.seed, 0)
-    shuffle, worker_seeds = torch.Generator().manual_seed(first), torch.Generator().manual_seed(first)
+    # on a run's first epoch, after it later), so the shuffle must have its own. The data is seeded for epoch 0
+    # here already: with workers, the first iterator draws its order and forks before any epoch hook.
+    shuffle, worker_seeds = torch.Generator(), torch.Generator()
+    seed_data_streams(config.seed, 0, (shuffle, worker_seeds), dataset)
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
