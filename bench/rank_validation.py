@@ -36,6 +36,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -198,13 +199,30 @@ def extract_segmenter_encoders(out: Path) -> None:
         _log(f"extracted the encoder of {name} into {target}")
 
 
+def mix_with_random_init(encoder: Any, share: float) -> None:
+    """Set every floating-point tensor of ``encoder`` (batch-norm statistics too) to ``(1 - share) * w + share * r``,
+    ``r`` the same tensor of a seeded (``torch.manual_seed(0)``) random resnet18 init."""
+    import torch
+
+    from sslzoo.models.encoders import create_encoder
+
+    torch.manual_seed(0)
+    random_state = create_encoder("resnet18").state_dict()
+    encoder.load_state_dict(
+        {
+            k: (1 - share) * v + share * random_state[k] if v.is_floating_point() else v
+            for k, v in encoder.state_dict().items()
+        }
+    )
+
+
 def make_synthetic_encoders(out: Path) -> None:
     """Two more candidates of in-between quality, made from the extracted encoders (labelled "synthetic" in the
     report): the MoNuSeg-fine-tuned encoder's weights averaged with a seeded random init (``mix50-``), and the
     ISIC-fine-tuned encoder with seeded Gaussian noise of half each tensor's standard deviation (``noisy-``)."""
     import torch
 
-    from sslzoo.models.encoders import EncoderConfig, create_encoder, load_encoder_folder, save_encoder
+    from sslzoo.models.encoders import EncoderConfig, load_encoder_folder, save_encoder
 
     recipes = {
         "synthetic-mix50-monuseg-instance-encoder": "densecl-resnet18-monuseg-instance-encoder",
@@ -215,19 +233,16 @@ def make_synthetic_encoders(out: Path) -> None:
         if (target / "model.safetensors").is_file():
             continue
         encoder, config = load_encoder_folder(out / "encoders" / source)
-        torch.manual_seed(0)
-        other = create_encoder("resnet18").state_dict()
-        state = encoder.state_dict()
-        generator = torch.Generator().manual_seed(0)
-        for key, value in state.items():
-            if not value.is_floating_point():
-                continue
-            if name.startswith("synthetic-mix50"):
-                state[key] = 0.5 * value + 0.5 * other[key]
-            elif "running" not in key:
-                noise = torch.randn(value.shape, generator=generator) * 0.5 * value.float().std().nan_to_num(0.0)
-                state[key] = value + noise.to(value.dtype)
-        encoder.load_state_dict(state)
+        if name.startswith("synthetic-mix50"):
+            mix_with_random_init(encoder, 0.5)
+        else:
+            state = encoder.state_dict()
+            generator = torch.Generator().manual_seed(0)
+            for key, value in state.items():
+                if value.is_floating_point() and "running" not in key:
+                    noise = torch.randn(value.shape, generator=generator) * 0.5 * value.float().std().nan_to_num(0.0)
+                    state[key] = value + noise.to(value.dtype)
+            encoder.load_state_dict(state)
         base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
         save_encoder(encoder, target, base.model_copy(update={"training": {"synthetic_from": source}}))
         _log(f"made {target}")
@@ -242,9 +257,7 @@ def make_ladder_encoders(out: Path) -> None:
     """A quality ladder between the ISIC-fine-tuned segmenter's encoder E (``--extract``) and a seeded random init
     R: every floating-point tensor (batch-norm statistics too) is ``(1 - a) * E + a * R`` for each a of
     :data:`LADDER`, saved as ``synthetic-ladder-a<100a>-encoder``."""
-    import torch
-
-    from sslzoo.models.encoders import EncoderConfig, create_encoder, load_encoder_folder, save_encoder
+    from sslzoo.models.encoders import EncoderConfig, load_encoder_folder, save_encoder
 
     source = out / "encoders" / LADDER_SOURCE
     if not (source / "model.safetensors").is_file():
@@ -254,13 +267,7 @@ def make_ladder_encoders(out: Path) -> None:
         if (target / "model.safetensors").is_file():
             continue
         encoder, config = load_encoder_folder(source)
-        torch.manual_seed(0)
-        random_state = create_encoder("resnet18").state_dict()
-        state = {
-            k: (1 - share) * v + share * random_state[k] if v.is_floating_point() else v
-            for k, v in encoder.state_dict().items()
-        }
-        encoder.load_state_dict(state)
+        mix_with_random_init(encoder, share)
         base = config or EncoderConfig(backbone="resnet18", method="densecl", dataset="folder")
         save_encoder(encoder, target, base.model_copy(update={"training": {"ladder_from": LADDER_SOURCE, "a": share}}))
         _log(f"made {target}")
